@@ -1,0 +1,1 @@
+"""Datasets for the examples and tests: offline generators and tfds loaders."""

@@ -1,0 +1,1 @@
+"""Losses, optax-style: per-example values, integer labels."""

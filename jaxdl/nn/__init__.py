@@ -1,0 +1,1 @@
+"""Flax layers and activations."""

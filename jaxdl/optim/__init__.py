@@ -1,0 +1,1 @@
+"""Optax gradient transformations, one paper per file."""

@@ -1,0 +1,1 @@
+"""Jit-compiled probes of a model: Neural Tangent Kernels and Hessians."""
