@@ -13,18 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
-def base_parser(
-    description: str, *, steps: int, batch_size: int | None = None
-) -> argparse.ArgumentParser:
+def base_parser(description: str, *, steps: int, batch_size: int | None = None) -> argparse.ArgumentParser:
     """A parser with the flags every example takes: --steps, --seed, --out, --platform."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
-        "--steps", type=int, default=steps, help="training steps (default: %(default)s)"
-    )
+    parser.add_argument("--steps", type=int, default=steps, help="training steps (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("out"), help="output folder (default: %(default)s)"
-    )
+    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: %(default)s)")
     parser.add_argument(
         "--platform",
         choices=("cpu", "gpu", "tpu"),
@@ -32,9 +26,7 @@ def base_parser(
         help="force a JAX platform (default: whatever JAX finds)",
     )
     if batch_size is not None:
-        parser.add_argument(
-            "--batch-size", type=int, default=batch_size, help="(default: %(default)s)"
-        )
+        parser.add_argument("--batch-size", type=int, default=batch_size, help="(default: %(default)s)")
     return parser
 
 
@@ -49,7 +41,7 @@ def setup(args: argparse.Namespace) -> None:
 
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = ""):
-    """A tqdm progress bar; a plain iterator when tqdm is not installed or output is not a terminal."""
+    """A tqdm progress bar, or the plain iterable when tqdm is not installed."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
