@@ -1,0 +1,84 @@
+"""LAMB: Adam with a per-layer trust ratio, for large-batch training.
+
+You, Li, Reddi, Hseu, Kumar, Bhojanapalli, Song, Demmel, Keutzer, Hsieh, "Large Batch
+Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020 (arXiv:1904.00962),
+Algorithm 2:
+
+    r_t = m_hat_t / (sqrt(v_hat_t) + eps)
+    x_{t+1} = x_t - lr * ||x_t|| / ||r_t + lambda x_t|| * (r_t + lambda x_t)     (per layer)
+
+At its defaults `lamb` is exactly `optax.lamb` (same chain, same order). The extras are the
+ones production implementations add: `trust_ratio_mask` (TF-Addons' exclude_from_layer_adaptation:
+masked-out leaves take the plain Adam step) and `max_grad_norm` (NVIDIA apex FusedLAMB clips the
+global gradient norm before the moments). The trust ratio is 1 where either norm is 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+from jaxdl.optim._checks import check_beta, check_nonnegative, check_positive, checked_mask
+
+
+def lamb(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-6,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mask: Any = None,
+    trust_ratio_mask: Any = None,
+    max_grad_norm: jax.typing.ArrayLike | None = None,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    """The LAMB optimizer (You et al. 2020, Algorithm 2).
+
+    Args:
+      learning_rate: a scalar >= 0 or an optax schedule.
+      b1, b2: moment decays in [0, 1).
+      eps: added to sqrt(v_hat); > 0.
+      eps_root: added to v_hat inside the sqrt (optax's convention); >= 0.
+      weight_decay: decoupled decay lambda >= 0, added to the Adam ratio *inside* the trust ratio.
+      weight_decay_mask: pytree of bools (or callable params -> pytree), True where decay applies.
+      trust_ratio_mask: pytree of bools (or callable), True where the trust ratio applies. Leaves
+        that are False (typically biases and norm scales) take the plain Adam step.
+      max_grad_norm: if given, clip the gradients' global norm to it before anything else.
+      mu_dtype: dtype of the first moment (default: the parameters' dtype).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.optim import lamb
+      >>> params = {"w": jnp.full((2, 2), 3.0), "b": jnp.zeros(2)}
+      >>> not_bias = {"w": True, "b": False}
+      >>> tx = lamb(1e-2, weight_decay=0.01, weight_decay_mask=not_bias, trust_ratio_mask=not_bias)
+      >>> grads = {"w": jnp.full((2, 2), 0.5), "b": jnp.full(2, 0.5)}
+      >>> updates, _ = tx.update(grads, tx.init(params), params)
+      >>> print(updates["b"].round(4), updates["w"][0].round(4))  # w: lr * |w| / |u| * u
+      [-0.01 -0.01] [-0.03 -0.03]
+    """
+    if not callable(learning_rate):
+        check_nonnegative("learning_rate", learning_rate)
+    if not callable(weight_decay):
+        check_nonnegative("weight_decay", weight_decay)
+    check_beta("b1", b1)
+    check_beta("b2", b2)
+    check_positive("eps", eps)
+    check_nonnegative("eps_root", eps_root)
+    steps = []
+    if max_grad_norm is not None:
+        check_positive("max_grad_norm", max_grad_norm)
+        steps.append(optax.clip_by_global_norm(max_grad_norm))
+    trust_ratio = optax.scale_by_trust_ratio()
+    if trust_ratio_mask is not None:
+        trust_ratio = optax.masked(trust_ratio, checked_mask("trust_ratio_mask", trust_ratio_mask))
+    steps += [
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
+        optax.add_decayed_weights(weight_decay, checked_mask("weight_decay_mask", weight_decay_mask)),
+        trust_ratio,
+        optax.scale_by_learning_rate(learning_rate),
+    ]
+    return optax.chain(*steps)

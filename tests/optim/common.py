@@ -1,0 +1,48 @@
+"""Helpers shared by the optimizer tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def flat_params(rng, dtype=np.float64):
+    """A dict pytree (the NumPy references walk dict leaves) with a matrix, a vector and a scalar."""
+    return {
+        "kernel": rng.normal(size=(5, 3)).astype(dtype),
+        "bias": rng.normal(size=(3,)).astype(dtype),
+        "scale": np.asarray(rng.normal(), dtype=dtype),
+    }
+
+
+def gradient_sequence(rng, params, steps, dtype=np.float64):
+    return [{k: rng.normal(size=np.shape(p)).astype(dtype) for k, p in params.items()} for _ in range(steps)]
+
+
+def run(tx, params, grads_seq):
+    """Apply `tx` for len(grads_seq) steps with the given gradients; returns the params trajectory."""
+    params = jax.tree.map(jnp.asarray, params)
+    state = tx.init(params)
+    trajectory = []
+    for grads in grads_seq:
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        trajectory.append(params)
+    return trajectory
+
+
+def run_reference(opt, params, grads_seq):
+    trajectory = []
+    for grads in grads_seq:
+        params = opt.step(params, grads)
+        trajectory.append(params)
+    return trajectory
+
+
+def assert_trajectories_close(actual, expected, rtol=1e-10, atol=1e-12):
+    assert len(actual) == len(expected)
+    for step, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        for k in e:
+            np.testing.assert_allclose(
+                np.asarray(a[k]), e[k], rtol=rtol, atol=atol, err_msg=f"step {step + 1}, {k}"
+            )

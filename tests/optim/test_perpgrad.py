@@ -1,0 +1,101 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdl.optim import nlm_alignment, perp_adamw, perp_sgd, perpgrad
+from tests.optim.common import assert_trajectories_close, flat_params, gradient_sequence, run, run_reference
+from tests.reference.optimizers import PerpAdamW, perp
+
+STEPS = 20
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_projection_matches_numpy_reference(x64, rng, renormalize):
+    params = flat_params(rng)
+    (grads,) = gradient_sequence(rng, params, 1)
+    projected, _ = perpgrad(renormalize).update(grads, optax.EmptyState(), params)
+    for k in params:
+        np.testing.assert_allclose(
+            projected[k], perp(grads[k], params[k], renormalize), rtol=1e-12, atol=1e-14
+        )
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_perp_adamw_matches_numpy_reference(x64, rng, renormalize):
+    params = flat_params(rng)
+    grads = gradient_sequence(rng, params, STEPS)
+    actual = run(perp_adamw(1e-2, weight_decay=0.01, renormalize=renormalize), params, grads)
+    expected = run_reference(PerpAdamW(1e-2, renormalize=renormalize, weight_decay=0.01), params, grads)
+    assert_trajectories_close(actual, expected)
+
+
+def test_orthogonal_to_the_weights_and_norm_preserving(x64, rng):
+    params = flat_params(rng)
+    (grads,) = gradient_sequence(rng, params, 1)
+    projected, _ = perpgrad().update(grads, optax.EmptyState(), params)
+    unscaled, _ = perpgrad(renormalize=False).update(grads, optax.EmptyState(), params)
+    for k in ("kernel", "bias"):  # a scalar leaf's orthogonal complement is {0}
+        assert abs(np.vdot(projected[k], params[k])) < 1e-12 * np.linalg.norm(grads[k])
+        np.testing.assert_allclose(np.linalg.norm(projected[k]), np.linalg.norm(grads[k]), rtol=1e-12)
+        assert np.linalg.norm(unscaled[k]) < np.linalg.norm(grads[k])
+
+
+def test_float32_orthogonality_on_large_leaves(rng):
+    w = jnp.asarray(rng.normal(size=(256, 256)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(256, 256)), jnp.float32)
+    projected, _ = perpgrad().update(g, optax.EmptyState(), w)
+    cosine = jnp.vdot(projected, w) / (jnp.linalg.norm(projected) * jnp.linalg.norm(w))
+    assert abs(float(cosine)) < 1e-5
+
+
+def test_edge_cases(x64):
+    tx = perpgrad()
+    zero_w, g = jnp.zeros(3), jnp.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(tx.update(g, optax.EmptyState(), zero_w)[0], g)  # w = 0: g passes through
+    np.testing.assert_array_equal(tx.update(jnp.zeros(3), optax.EmptyState(), g)[0], jnp.zeros(3))
+
+
+def test_bf16_keeps_dtype():
+    w = jnp.ones((8,), jnp.bfloat16)
+    updates, _ = perp_adamw(1e-2).update(jnp.arange(8, dtype=jnp.bfloat16), perp_adamw(1e-2).init(w), w)
+    assert updates.dtype == jnp.bfloat16
+
+
+def test_aliases_are_exactly_the_chains(rng):
+    params = flat_params(rng, np.float32)
+    grads = gradient_sequence(rng, params, 5, np.float32)
+    pairs = [
+        (perp_adamw(1e-2, weight_decay=0.0), optax.chain(perpgrad(), optax.adamw(1e-2, weight_decay=0.0))),
+        (perp_adamw(3e-3), optax.chain(perpgrad(), optax.adamw(3e-3))),
+        (perp_sgd(0.1, momentum=0.8), optax.chain(perpgrad(), optax.sgd(0.1, momentum=0.8))),
+    ]
+    for ours, chain in pairs:
+        jax.tree.map(
+            np.testing.assert_array_equal, run(ours, params, grads)[-1], run(chain, params, grads)[-1]
+        )
+
+
+def test_needs_params():
+    with pytest.raises(ValueError, match="params"):
+        perpgrad().update({"w": jnp.ones(2)}, optax.EmptyState())
+
+
+def test_nlm_alignment_against_numpy(x64, rng):
+    params = flat_params(rng)
+    (grads,) = gradient_sequence(rng, params, 1)
+    result = jax.jit(nlm_alignment)(grads, params)
+    for k in params:
+        g, w = grads[k].ravel(), params[k].ravel()
+        expected = -(g @ w) / (np.linalg.norm(g) * np.linalg.norm(w))
+        np.testing.assert_allclose(result.per_leaf[k], expected, rtol=1e-12)
+    g = np.concatenate([grads[k].ravel() for k in params])
+    w = np.concatenate([params[k].ravel() for k in params])
+    np.testing.assert_allclose(result.overall, -(g @ w) / (np.linalg.norm(g) * np.linalg.norm(w)), rtol=1e-12)
+
+
+def test_nlm_alignment_is_one_for_radial_gradients_and_zero_at_zero():
+    w = {"a": jnp.array([1.0, 2.0])}
+    assert float(nlm_alignment({"a": -3 * w["a"]}, w).overall) == pytest.approx(1.0)
+    assert float(nlm_alignment({"a": jnp.zeros(2)}, w).overall) == 0.0
