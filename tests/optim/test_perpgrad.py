@@ -99,3 +99,14 @@ def test_nlm_alignment_is_one_for_radial_gradients_and_zero_at_zero():
     w = {"a": jnp.array([1.0, 2.0])}
     assert float(nlm_alignment({"a": -3 * w["a"]}, w).overall) == pytest.approx(1.0)
     assert float(nlm_alignment({"a": jnp.zeros(2)}, w).overall) == 0.0
+
+
+@pytest.mark.parametrize("cosine", [0.0, 0.5, 0.99, 0.999999, 1.0])
+def test_renormalized_norm_at_every_angle(x64, cosine):
+    # Covers both ways of computing ||g_perp||: the closed form and, near parallel, the direct norm.
+    w = jnp.array([1.0, 0.0, 0.0])
+    g = 2.0 * jnp.array([cosine, np.sqrt(1 - cosine**2), 0.0])
+    projected, _ = perpgrad().update(g, optax.EmptyState(), w)
+    np.testing.assert_allclose(projected, perp(np.asarray(g), np.asarray(w)), rtol=1e-9, atol=1e-12)
+    if cosine < 1.0:
+        np.testing.assert_allclose(np.linalg.norm(projected), 2.0, rtol=1e-9)
