@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.nn.activations import log_stablemax
+from jaxdl.nn.sdm.activation import sdm_log_loss
+
+__all__ = ["sdm_log_loss", "softmax_collapse_fraction", "stablemax_cross_entropy"]
 
 
 def _check_logits_labels(logits: jax.Array, labels: jax.Array) -> None:
