@@ -1,0 +1,138 @@
+"""Lanczos with full reorthogonalisation on pytree vectors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdl.probes import _operators as ops
+from jaxdl.probes import lanczos as lz
+from tests.reference import hessian as ref
+
+
+def _split(x):
+    """A flat vector as a pytree of two leaves with different shapes."""
+    return {"a": x[:6].reshape(2, 3), "b": x[6:]}
+
+
+def _join(t):
+    return jnp.concatenate([t["a"].reshape(-1), t["b"]])
+
+
+def _operator(a):
+    a = jnp.asarray(a)
+    return lambda v: _split(a @ _join(v))
+
+
+@pytest.fixture
+def sym(rng):
+    a = rng.normal(size=(24, 24))
+    return (a + a.T) / 2
+
+
+def test_matches_numpy_reference_recurrence(x64, sym, rng):
+    v0 = rng.normal(size=24)
+    res = jax.jit(lambda v: lz.lanczos(_operator(sym), v, 12))(_split(jnp.asarray(v0)))
+    alphas, betas, basis = ref.lanczos(sym, v0, 12)
+    np.testing.assert_allclose(res.alphas, alphas, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.betas, betas, rtol=1e-10, atol=1e-12)
+    got_basis = jax.vmap(_join)(res.basis)[:12]
+    np.testing.assert_allclose(got_basis, basis, atol=1e-10)
+
+
+def test_gauss_quadrature_moments_exact(x64, sym, rng):
+    """sum_k w_k theta_k^p = v^T A^p v for p < 2m (Golub-Meurant), from our tridiagonal."""
+    v0 = rng.normal(size=24)
+    v0 /= np.linalg.norm(v0)
+    m = 5
+    res = lz.lanczos(_operator(sym), _split(jnp.asarray(v0)), m)
+    theta, s = np.linalg.eigh(np.asarray(lz.tridiagonal(res.alphas, res.betas)))
+    for p in range(2 * m):
+        exact = v0 @ np.linalg.matrix_power(sym, p) @ v0
+        np.testing.assert_allclose(np.sum(s[0] ** 2 * theta**p), exact, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_top_eigenvalues_of_diagonal():
+    """probes.md §6.7: diag(1..n) top eigenvalues to ~1e-6 in float32 with full reorth."""
+    n = 200
+    diag = jnp.arange(1.0, n + 1.0)
+    matvec = lambda v: {"w": diag * v["w"]}
+    v0 = {"w": jax.random.normal(jax.random.key(1), (n,))}
+    res = jax.jit(lambda v: lz.lanczos(matvec, v, 80))(v0)
+    pairs = lz.ritz_pairs(res.alphas, res.betas, res.num_steps, k=5)
+    np.testing.assert_allclose(pairs.values, [200.0, 199.0, 198.0, 197.0, 196.0], rtol=2e-6)
+
+
+def test_basis_stays_orthonormal_in_float32(rng):
+    """Without reorthogonalisation the basis of this operator loses orthogonality (ghosts)."""
+    eig = np.concatenate([np.linspace(0.0, 1.0, 300), [50.0, 60.0]])
+    q, _ = np.linalg.qr(rng.normal(size=(302, 302)))
+    a = jnp.asarray((q * eig) @ q.T, jnp.float32)
+    with jax.default_matmul_precision("highest"):
+        res = jax.jit(lambda v: lz.lanczos(lambda x: {"w": a @ x["w"]}, v, 60))({"w": jnp.ones(302)})
+    v = np.asarray(res.basis["w"][:60], np.float64)
+    assert np.max(np.abs(v @ v.T - np.eye(60))) < 1e-5
+    pairs = lz.ritz_pairs(res.alphas, res.betas, res.num_steps, k=3)
+    np.testing.assert_allclose(pairs.values[:2], [60.0, 50.0], rtol=1e-6)
+    assert pairs.values[2] < 1.0 + 1e-4  # no ghost copy of 60 or 50
+
+
+def test_breakdown_restarts_and_finds_whole_spectrum(x64):
+    """v0 inside a 3-dimensional invariant subspace: beta hits 0, the restart continues."""
+    diag = jnp.arange(1.0, 11.0)
+    v0 = {"w": jnp.zeros(10).at[:3].set(1.0)}
+    res = lz.lanczos(lambda v: {"w": diag * v["w"]}, v0, 10)
+    assert float(res.betas[2]) == 0.0
+    pairs = lz.ritz_pairs(res.alphas, res.betas, res.num_steps, k=10)
+    np.testing.assert_allclose(pairs.values, np.arange(10.0, 0.0, -1.0), rtol=1e-10)
+
+
+def test_steps_clipped_to_dimension(x64, sym, rng):
+    res = lz.lanczos(_operator(sym), _split(jnp.asarray(rng.normal(size=24))), 100)
+    assert res.alphas.shape == (24,)
+    pairs = lz.ritz_pairs(res.alphas, res.betas, res.num_steps, k=24, which="smallest")
+    np.testing.assert_allclose(pairs.values, np.linalg.eigvalsh(sym), atol=1e-10)
+
+
+def test_tolerance_stops_early_with_small_residual(x64, sym, rng):
+    v0 = _split(jnp.asarray(rng.normal(size=24)))
+    res = jax.jit(lambda v: lz.lanczos(_operator(sym), v, 24, tol=1e-6, k=2))(v0)
+    assert int(res.num_steps) < 24
+    pairs = lz.ritz_pairs(res.alphas, res.betas, res.num_steps, k=2)
+    assert np.all(pairs.residuals <= 1e-6 * np.abs(pairs.values))
+    np.testing.assert_allclose(pairs.values, np.linalg.eigvalsh(sym)[::-1][:2], rtol=1e-9)
+    # Ritz vectors: unit norm, and A y - theta y equals the reported residual.
+    y = lz.ritz_vectors(res.basis, pairs.vectors)
+    for i in range(2):
+        yi = _join(ops.block_get(y, i))
+        np.testing.assert_allclose(jnp.linalg.norm(yi), 1.0, rtol=1e-10)
+        r = jnp.linalg.norm(sym @ yi - pairs.values[i] * yi)
+        np.testing.assert_allclose(r, pairs.residuals[i], rtol=1e-5, atol=1e-13)
+
+
+def test_ritz_pairs_selection_rules(x64):
+    alphas = jnp.array([-5.0, 1.0, 3.0, 0.0])
+    betas = jnp.zeros(4)
+    assert lz.ritz_pairs(alphas, betas, 4, 2, "algebraic").values.tolist() == [3.0, 1.0]
+    assert lz.ritz_pairs(alphas, betas, 4, 2, "magnitude").values.tolist() == [-5.0, 3.0]
+    assert lz.ritz_pairs(alphas, betas, 4, 2, "smallest").values.tolist() == [-5.0, 0.0]
+    # only the first two rows active, under jit with a traced size
+    vals = jax.jit(lambda n: lz.ritz_pairs(alphas, betas, n, 2, "algebraic").values)(2)
+    assert vals.tolist() == [1.0, -5.0]
+
+
+def test_vmap_over_start_vectors(x64, sym, rng):
+    starts = jnp.asarray(rng.normal(size=(3, 24)))
+    run = lambda v: lz.lanczos(_operator(sym), _split(v), 8).alphas
+    batched = jax.vmap(run)(starts)
+    singles = jax.lax.map(run, starts)
+    np.testing.assert_allclose(batched, singles, rtol=1e-12)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_steps"):
+        lz.lanczos(lambda v: v, {"w": jnp.ones(3)}, 0)
+    with pytest.raises(ValueError, match="which"):
+        lz.lanczos(lambda v: v, {"w": jnp.ones(3)}, 2, which="largest")
+    with pytest.raises(TypeError, match="floating-point"):
+        lz.lanczos(lambda v: v, {"w": jnp.ones(3, jnp.int32)}, 2)
