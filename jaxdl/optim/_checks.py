@@ -14,7 +14,8 @@ import jax
 
 
 def _concrete(value: Any) -> float | None:
-    """`value` as a float when it is a concrete scalar; None for tracers, schedules and arrays."""
+    """`value` as a float when it is a concrete scalar; None for tracers, schedules and arrays,
+    which every check below lets through."""
     if callable(value):
         return None
     try:
@@ -39,6 +40,14 @@ def check_beta(name: str, value: Any) -> None:
     x = _concrete(value)
     if x is not None and not 0 <= x < 1:
         raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+
+
+def check_adam(b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
+    """The moment decays in [0, 1), eps > 0 and eps_root >= 0 of an Adam-family transform."""
+    check_beta("b1", b1)
+    check_beta("b2", b2)
+    check_positive("eps", eps)
+    check_nonnegative("eps_root", eps_root)
 
 
 def checked_mask(name: str, mask: Any) -> Callable[[Any], Any] | None:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from optax._src import numerics
 
-from jaxdl.optim._checks import check_beta, check_nonnegative, check_positive, checked_mask
+from jaxdl.optim._checks import check_adam, check_nonnegative, checked_mask
 
 
 class ScaleByDiffGradState(NamedTuple):
@@ -79,9 +79,7 @@ def scale_by_diffgrad(
       >>> print(updates["w"].round(6))
       [-0.000731 -0.000731 -0.000731]
     """
-    check_beta("b1", b1)
-    check_beta("b2", b2)
-    check_positive("eps", eps)
+    check_adam(b1, b2, eps)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
@@ -150,10 +148,8 @@ def diffgrad(
       >>> print(params["w"].round(2))
       [3. 3.]
     """
-    if not callable(learning_rate):
-        check_nonnegative("learning_rate", learning_rate)
-    if not callable(weight_decay):
-        check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("learning_rate", learning_rate)
+    check_nonnegative("weight_decay", weight_decay)
     decay = optax.add_decayed_weights(weight_decay, checked_mask("weight_decay_mask", weight_decay_mask))
     rescale = scale_by_diffgrad(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype)
     steps = (rescale, decay) if decoupled else (decay, rescale)

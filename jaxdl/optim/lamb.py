@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import optax
 
-from jaxdl.optim._checks import check_beta, check_nonnegative, check_positive, checked_mask
+from jaxdl.optim._checks import check_adam, check_nonnegative, check_positive, checked_mask
 
 
 def lamb(
@@ -60,14 +60,9 @@ def lamb(
       >>> print(updates["b"].round(4), updates["w"][0].round(4))  # w: lr * |w| / |u| * u
       [-0.01 -0.01] [-0.03 -0.03]
     """
-    if not callable(learning_rate):
-        check_nonnegative("learning_rate", learning_rate)
-    if not callable(weight_decay):
-        check_nonnegative("weight_decay", weight_decay)
-    check_beta("b1", b1)
-    check_beta("b2", b2)
-    check_positive("eps", eps)
-    check_nonnegative("eps_root", eps_root)
+    check_nonnegative("learning_rate", learning_rate)
+    check_nonnegative("weight_decay", weight_decay)
+    check_adam(b1, b2, eps, eps_root)
     steps = []
     if max_grad_norm is not None:
         check_positive("max_grad_norm", max_grad_norm)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdl.optim._checks import check_beta, check_nonnegative, check_positive, checked_mask
+from jaxdl.optim._checks import check_adam, check_beta, check_nonnegative, checked_mask
 
 # Guards 0/0 for all-zero weights or gradients; representable in float32 and bfloat16, and the
 # projection is always computed in at least float32 (it would flush to zero in float16).
@@ -110,14 +110,9 @@ def perp_adamw(
       >>> print(updates["w"].round(4))  # the radial (first) coordinate is left alone
       [-0.   -0.01]
     """
-    if not callable(learning_rate):
-        check_nonnegative("learning_rate", learning_rate)
-    if not callable(weight_decay):
-        check_nonnegative("weight_decay", weight_decay)
-    check_beta("b1", b1)
-    check_beta("b2", b2)
-    check_positive("eps", eps)
-    check_nonnegative("eps_root", eps_root)
+    check_nonnegative("learning_rate", learning_rate)
+    check_nonnegative("weight_decay", weight_decay)
+    check_adam(b1, b2, eps, eps_root)
     return optax.chain(
         perpgrad(renormalize),
         optax.adamw(
@@ -155,8 +150,7 @@ def perp_sgd(
       >>> print(updates["w"])
       [-0.  -0.5]
     """
-    if not callable(learning_rate):
-        check_nonnegative("learning_rate", learning_rate)
+    check_nonnegative("learning_rate", learning_rate)
     if momentum is not None:
         check_beta("momentum", momentum)
     return optax.chain(
