@@ -13,24 +13,52 @@ from jax import Array
 
 
 def exp_sin(x: Array) -> Array:
-    """f(x, y) = exp(sin(pi x) + y^2), the KAN paper's running example. x: (..., 2) -> (..., 1)."""
+    """f(x, y) = exp(sin(pi x) + y^2), the KAN paper's running example. x: (..., 2) -> (..., 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.data.functions import exp_sin
+      >>> bool(jnp.allclose(exp_sin(jnp.array([[0.5, 0.0]])), jnp.e))  # exp(sin(pi / 2)) = e
+      True
+    """
     return jnp.exp(jnp.sin(jnp.pi * x[..., :1]) + x[..., 1:2] ** 2)
 
 
 def product(x: Array) -> Array:
-    """f(x, y) = x y. x: (..., 2) -> (..., 1)."""
+    """f(x, y) = x y. x: (..., 2) -> (..., 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.data.functions import product
+      >>> print(product(jnp.array([[2.0, 3.0]])))
+      [[6.]]
+    """
     return x[..., :1] * x[..., 1:2]
 
 
 def exp_sin_squares(x: Array) -> Array:
-    """f(x1..x4) = exp((sin(pi (x1^2 + x2^2)) + sin(pi (x3^2 + x4^2))) / 2). x: (..., 4) -> (..., 1)."""
+    """f(x1..x4) = exp((sin(pi (x1^2 + x2^2)) + sin(pi (x3^2 + x4^2))) / 2). x: (..., 4) -> (..., 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.data.functions import exp_sin_squares
+      >>> print(exp_sin_squares(jnp.zeros((1, 4))))
+      [[1.]]
+    """
     first = jnp.sin(jnp.pi * (x[..., 0] ** 2 + x[..., 1] ** 2))
     second = jnp.sin(jnp.pi * (x[..., 2] ** 2 + x[..., 3] ** 2))
     return jnp.exp(0.5 * (first + second))[..., None]
 
 
 def sin_exp_x2(x: Array) -> Array:
-    """f(x) = sin(exp(x) + x^2), a one-dimensional smooth target. x: (..., 1) -> (..., 1)."""
+    """f(x) = sin(exp(x) + x^2), a one-dimensional smooth target. x: (..., 1) -> (..., 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.data.functions import sin_exp_x2
+      >>> print(sin_exp_x2(jnp.zeros((1, 1))).round(4))  # sin(1)
+      [[0.8415]]
+    """
     return jnp.sin(jnp.exp(x) + x**2)
 
 

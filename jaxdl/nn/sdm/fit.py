@@ -30,7 +30,14 @@ from jaxdl.nn.sdm.similarity import class_ecdf, distance_quantile
 
 
 def balanced_mean(values: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
-    """The mean over the classes present of the per-class mean of ``values`` (model selection, §3.1.6)."""
+    """The mean over the classes present of the per-class mean of ``values`` (model selection, §3.1.6).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm.fit import balanced_mean
+      >>> print(balanced_mean(jnp.array([1.0, 1.0, 1.0, 0.0]), jnp.array([0, 0, 0, 1]), 2))  # (1 + 0) / 2
+      0.5
+    """
     member = labels[None, :] == jnp.arange(num_classes)[:, None]
     counts = member.sum(axis=1)
     class_means = jnp.sum(jnp.where(member, values[None, :], 0), axis=1) / jnp.maximum(counts, 1)

@@ -53,12 +53,26 @@ S5_INITS = ("legs", "ptd")
 
 
 def to_pair(z):
-    """Complex array (...) -> real array (..., 2) of real and imaginary parts."""
+    """Complex array (...) -> real array (..., 2) of real and imaginary parts.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.ssm.functional import to_pair
+      >>> print(to_pair(jnp.array([1.0 + 2.0j])))
+      [[1. 2.]]
+    """
     return jnp.stack([jnp.real(z), jnp.imag(z)], axis=-1)
 
 
 def to_complex(pair):
-    """Real array (..., 2) -> complex array (...)."""
+    """Real array (..., 2) -> complex array (...).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.ssm.functional import to_complex
+      >>> print(to_complex(jnp.array([[1.0, 2.0]])))
+      [1.+2.j]
+    """
     return jax.lax.complex(pair[..., 0], pair[..., 1])
 
 
