@@ -192,7 +192,17 @@ def lanczos(
 
 
 def ritz_vectors(basis: ops.PyTree, vectors: jax.Array) -> ops.PyTree:
-    """Lift eigenvectors of ``T`` (``(m, k)``) to the parameter space: a block of ``k`` pytrees."""
+    """Lift eigenvectors of ``T`` (``(m, k)``) to the parameter space: a block of ``k`` pytrees.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.probes.lanczos import lanczos, ritz_pairs, ritz_vectors
+      >>> diag = jnp.arange(1.0, 11.0)
+      >>> res = lanczos(lambda v: {"w": diag * v["w"]}, {"w": jnp.ones(10)}, 10)
+      >>> top = ritz_vectors(res.basis, ritz_pairs(res.alphas, res.betas, res.num_steps, k=1).vectors)
+      >>> print(top["w"].shape, int(jnp.abs(top["w"][0]).argmax()))  # eigenvalue 10 belongs to e_10
+      (1, 10) 9
+    """
     padded = jnp.concatenate([vectors, jnp.zeros((1, vectors.shape[1]), vectors.dtype)], axis=0)
     return ops.block_matmul(basis, padded)
 

@@ -139,6 +139,18 @@ def batch_vs_full_spectrum(
 
     Returns:
       :class:`SpectrumComparison` ``(batch_sizes, batch_max, batch_min, full_max, full_min)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxdl.probes import batch_vs_full_spectrum
+      >>> x = jax.random.normal(jax.random.key(0), (512, 8))
+      >>> loss_fn = lambda w, batch: 0.5 * jnp.mean((batch[0] @ w - batch[1]) ** 2)  # H = x^T x / n
+      >>> result = batch_vs_full_spectrum(
+      ...     loss_fn, jnp.zeros(8), (x, jnp.zeros(512)), key=jax.random.key(1), batch_sizes=[16, 128]
+      ... )
+      >>> means = result.batch_max.mean(axis=1)  # one row of draws per batch size
+      >>> bool(means[0] > means[1] > result.full_max)  # the smaller the batch, the sharper its extreme
+      True
     """
     sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(data)}
     if len(sizes) != 1 or None in sizes:

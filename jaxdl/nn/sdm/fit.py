@@ -99,6 +99,21 @@ def fit_sdm(
     Returns:
       A history dict: ``train_loss`` and ``calibration_loss`` (one list of per-epoch values per round),
       ``best_round``, ``best_epoch`` and ``best_calibration_loss``.
+
+    Example:
+      >>> import jax, numpy as np, optax
+      >>> from flax import nnx
+      >>> from jaxdl.nn.sdm import SDMHead, fit_sdm
+      >>> rng = np.random.default_rng(0)
+      >>> y = rng.integers(0, 2, 400).astype(np.int32)
+      >>> x = (rng.normal(size=(400, 8)) + 3 * y[:, None]).astype(np.float32)
+      >>> head = SDMHead(8, 2, hidden=16, k=64, rngs=nnx.Rngs(0))
+      >>> history = fit_sdm(
+      ...     head, (x[:200], y[:200]), (x[200:], y[200:]), key=jax.random.key(0),
+      ...     optimizer=optax.adam(1e-3), epochs=2, progress=False,
+      ... )
+      >>> sorted(history)
+      ['best_calibration_loss', 'best_epoch', 'best_round', 'calibration_loss', 'train_loss']
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("rounds", rounds)):
         if not isinstance(value, int) or value < 1:
