@@ -2,7 +2,7 @@
 
     python -m benchmarks.report results.json
 
-Optimizer steps are reported against their byte floor (buffers x 4 bytes x parameters /
+Benchmarks are tabled by their pytest-benchmark `group` (or test function). Optimizer steps are reported against their byte floor (buffers x 4 bytes x parameters /
 bandwidth, the bandwidth measured by `test_copy_bandwidth` in the same run) and against
 `optax.adam`. Every other benchmark is listed with its median and the extra_info it recorded.
 """
@@ -50,7 +50,7 @@ def optim_table(benches):
 def generic_table(group, benches):
     lines = [f"\n**{group}**\n", "| benchmark | median ms | details |", "|---|---:|---|"]
     for b in benches:
-        info = {k: v for k, v in b["extra_info"].items() if k != "group"}
+        info = b["extra_info"]
         details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
         lines.append(f"| {b['name']} | {_median_ms(b):.3f} | {details} |")
     return "\n".join(lines)
@@ -64,7 +64,7 @@ def main(path):
     )
     groups = defaultdict(list)
     for b in data["benchmarks"]:
-        groups[b["extra_info"].get("group") or b["name"].split("::")[0]].append(b)
+        groups[b["group"] or b["name"].split("[")[0]].append(b)  # pytest-benchmark's group, else the test
     for group, benches in groups.items():
         print(optim_table(benches) if group == "optim" else generic_table(group, benches))
 

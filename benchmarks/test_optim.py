@@ -70,7 +70,8 @@ def test_step(benchmark, name, size):
         carry[0], carry[1] = step(*carry, grads)
         jax.block_until_ready(carry)
 
-    benchmark.extra_info.update(group="optim", size=size, params=_num_params(shapes), buffers=buffers)
+    benchmark.group = "optim"
+    benchmark.extra_info.update(size=size, params=_num_params(shapes), buffers=buffers)
     benchmark.pedantic(run, warmup_rounds=3, rounds=50 if not SMALL else 3, iterations=1)
 
 
@@ -85,7 +86,8 @@ def test_copy_bandwidth(benchmark):
         carry[0] = scale(carry[0])
         jax.block_until_ready(carry)
 
-    benchmark.extra_info.update(group="optim", size="bandwidth", params=n, buffers=2)
+    benchmark.group = "optim"
+    benchmark.extra_info.update(size="bandwidth", params=n, buffers=2)
     benchmark.pedantic(run, warmup_rounds=3, rounds=20 if not SMALL else 3, iterations=1)
 
 
@@ -104,5 +106,6 @@ def test_torch_fused_adam(benchmark, size):
         opt.step()
         torch.cuda.synchronize()
 
-    benchmark.extra_info.update(group="optim", size=size, params=_num_params(SIZES[size]), buffers=7)
+    benchmark.group = "optim"
+    benchmark.extra_info.update(size=size, params=_num_params(SIZES[size]), buffers=7)
     benchmark.pedantic(run, warmup_rounds=3, rounds=50, iterations=1)

@@ -125,8 +125,8 @@ def test_train_step(benchmark, model, devices, mode):
         carry[0], metrics = step(carry[0], batch)
         jax.block_until_ready((carry[0], metrics))
 
+    benchmark.group = f"scaling-{model}"
     benchmark.extra_info.update(
-        group=f"scaling-{model}",
         model=model,
         mode=mode,
         devices=devices,

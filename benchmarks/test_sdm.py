@@ -39,8 +39,8 @@ def data():
 def _floor_info(benchmark, mode, element_bytes):
     flops = 2 * QUERIES * EXEMPLARS * DIM
     bytes_moved = EXEMPLARS * DIM * element_bytes
+    benchmark.group = "sdm knn"
     benchmark.extra_info.update(
-        group="sdm knn",
         queries=QUERIES,
         exemplars=EXEMPLARS,
         dim=DIM,
@@ -112,7 +112,8 @@ def fitted_head(data):
 def test_predict_path(benchmark, fitted_head):
     x = jax.random.normal(jax.random.key(2), (QUERIES, FEATURES), jnp.float32)
     jax.block_until_ready(fitted_head.predict(x, block_size=BLOCK))
-    benchmark.extra_info.update(group="sdm predict", queries=QUERIES, exemplars=EXEMPLARS, dim=DIM, k=K)
+    benchmark.group = "sdm predict"
+    benchmark.extra_info.update(queries=QUERIES, exemplars=EXEMPLARS, dim=DIM, k=K)
     benchmark.pedantic(
         lambda: jax.block_until_ready(fitted_head.predict(x, block_size=BLOCK)), rounds=10, warmup_rounds=2
     )
@@ -123,5 +124,6 @@ def test_predict_softmax_head_baseline(benchmark, fitted_head):
     x = jax.random.normal(jax.random.key(2), (QUERIES, FEATURES), jnp.float32)
     forward = nnx.jit(lambda head, x: jax.nn.softmax(head(x)[0]))
     jax.block_until_ready(forward(fitted_head, x))
-    benchmark.extra_info.update(group="sdm predict", queries=QUERIES)
+    benchmark.group = "sdm predict"
+    benchmark.extra_info.update(queries=QUERIES)
     benchmark.pedantic(lambda: jax.block_until_ready(forward(fitted_head, x)), rounds=10, warmup_rounds=2)

@@ -1,4 +1,4 @@
-"""Shared test setup: 8 simulated CPU devices, a device mesh, float64 and pytree fixtures.
+"""Shared test setup: 8 simulated CPU devices, a device mesh, a float64 context and a seeded RNG.
 
 XLA_FLAGS must be set before JAX initialises its backends, so this file sets it
 before anything imports jax.
@@ -35,15 +35,3 @@ def x64():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
-
-
-def random_pytree(rng: np.random.Generator, dtype=np.float64) -> dict:
-    """A small nested pytree of mixed shapes, including a scalar leaf."""
-    return {
-        "dense": {
-            "kernel": rng.normal(size=(5, 3)).astype(dtype),
-            "bias": rng.normal(size=(3,)).astype(dtype),
-        },
-        "conv": rng.normal(size=(2, 2, 3, 4)).astype(dtype),
-        "scale": np.asarray(rng.normal(), dtype=dtype),
-    }
