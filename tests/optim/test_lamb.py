@@ -70,3 +70,18 @@ def test_zero_parameters_take_a_plain_adam_step(x64):
     tx = lamb(1e-2)
     updates, _ = tx.update({"b": jnp.array([0.5, -0.5])}, tx.init(params), params)
     np.testing.assert_allclose(updates["b"], [-1e-2, 1e-2], rtol=1e-5)
+
+
+def test_gradient_through_the_update_matches_optax_at_zero_parameters(rng):
+    # Meta-gradients through a LAMB step stay finite when a leaf is exactly zero (a fresh bias).
+    params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), "b": jnp.zeros(3)}
+    grads = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), "b": jnp.ones(3)}
+
+    def step_loss(tx, params):
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return sum(jnp.sum(jnp.square(u)) for u in jax.tree.leaves(updates))
+
+    ours = jax.grad(lambda p: step_loss(lamb(1e-2), p))(params)
+    peer = jax.grad(lambda p: step_loss(optax.lamb(1e-2), p))(params)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(ours))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12), ours, peer)

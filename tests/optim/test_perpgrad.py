@@ -50,6 +50,34 @@ def test_float32_orthogonality_on_large_leaves(rng):
     assert abs(float(cosine)) < 1e-5
 
 
+@pytest.mark.parametrize("cosine", [0.0, 0.9, 0.999, 0.9998])
+def test_float32_renormalization_is_accurate_away_from_parallel(cosine):
+    # sin^2 >= sqrt(eps32) = 3.5e-4 (within 1.1 degrees of w): the closed form is used uncapped.
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=4096)
+    w /= np.linalg.norm(w)
+    u = rng.normal(size=4096)
+    u -= (u @ w) * w
+    u /= np.linalg.norm(u)
+    g = 3.0 * (cosine * w + np.sqrt(1 - cosine**2) * u)
+    projected, _ = perpgrad().update(jnp.float32(g), optax.EmptyState(), jnp.float32(w))
+    np.testing.assert_allclose(np.linalg.norm(projected), 3.0, rtol=2e-3)
+    cosine_to_u = np.asarray(projected, np.float64) @ u / np.linalg.norm(projected)
+    assert cosine_to_u > 0.999
+
+
+def test_float32_parallel_gradient_is_not_amplified_past_the_cap():
+    # g parallel to w leaves only round-off; the authors' code would blow it up to ||g||.
+    w = jnp.linspace(-1.0, 1.0, 4096, dtype=jnp.float32) + 0.1
+    g = 3.0 * w
+    projected, _ = perpgrad().update(g, optax.EmptyState(), w)
+    assert bool(jnp.all(jnp.isfinite(projected)))
+    cap = np.finfo(np.float32).eps ** -0.25
+    unscaled, _ = perpgrad(renormalize=False).update(g, optax.EmptyState(), w)
+    np.testing.assert_allclose(projected, cap * unscaled, rtol=1e-5)
+    assert float(jnp.linalg.norm(projected)) < float(jnp.linalg.norm(g))
+
+
 def test_edge_cases(x64):
     tx = perpgrad()
     zero_w, g = jnp.zeros(3), jnp.array([1.0, 2.0, 3.0])
@@ -103,7 +131,7 @@ def test_nlm_alignment_is_one_for_radial_gradients_and_zero_at_zero():
 
 @pytest.mark.parametrize("cosine", [0.0, 0.5, 0.99, 0.999999, 1.0])
 def test_renormalized_norm_at_every_angle(x64, cosine):
-    # Covers both ways of computing ||g_perp||: the closed form and, near parallel, the direct norm.
+    # The closed form for ||g_perp|| is exact in float64 down to cosine 1 - 1e-8 (cap at 1 - 7e-9).
     w = jnp.array([1.0, 0.0, 0.0])
     g = 2.0 * jnp.array([cosine, np.sqrt(1 - cosine**2), 0.0])
     projected, _ = perpgrad().update(g, optax.EmptyState(), w)

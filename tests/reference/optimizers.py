@@ -80,7 +80,10 @@ def perp(g, w, renormalize=True):
     gf, wf = g.ravel(), w.ravel()
     g_perp = gf - (wf @ gf) / (wf @ wf + 1e-30) * wf
     if renormalize:
-        g_perp = g_perp * np.linalg.norm(gf) / (np.linalg.norm(g_perp) + 1e-30)
+        # The authors' code rescales by ||g|| / ||g_perp||. jaxdl caps that factor at eps^(-1/4)
+        # (where ||g_perp||^2 < sqrt(eps) ||g||^2, g_perp is round-off: a scalar leaf, or g || w).
+        floor = np.sqrt(np.sqrt(np.finfo(gf.dtype).eps)) * np.linalg.norm(gf)
+        g_perp = g_perp * np.linalg.norm(gf) / (max(np.linalg.norm(g_perp), floor) + 1e-30)
     return g_perp.reshape(g.shape)
 
 
