@@ -7,7 +7,8 @@ Algorithm 2:
     r_t = m_hat_t / (sqrt(v_hat_t) + eps)
     x_{t+1} = x_t - lr * ||x_t|| / ||r_t + lambda x_t|| * (r_t + lambda x_t)     (per layer)
 
-At its defaults `lamb` is exactly `optax.lamb` (same chain, same order). The extras are the
+At its defaults `lamb` gives bitwise the updates of `optax.lamb` (same chain, same order; the
+trust ratio reads each leaf once per norm where optax reads it twice). The extras are the
 ones production implementations add: `trust_ratio_mask` (TF-Addons' exclude_from_layer_adaptation:
 masked-out leaves take the plain Adam step) and `max_grad_norm` (NVIDIA apex FusedLAMB clips the
 global gradient norm before the moments). The trust ratio is 1 where either norm is 0.
