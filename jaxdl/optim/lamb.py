@@ -7,9 +7,9 @@ Algorithm 2:
     r_t = m_hat_t / (sqrt(v_hat_t) + eps)
     x_{t+1} = x_t - lr * ||x_t|| / ||r_t + lambda x_t|| * (r_t + lambda x_t)     (per layer)
 
-At its defaults `lamb` gives bitwise the updates of `optax.lamb` (same chain, same order; the
-trust ratio reads each leaf once per norm where optax reads it twice). The extras are the
-ones production implementations add: `trust_ratio_mask` (TF-Addons' exclude_from_layer_adaptation:
+At its defaults `lamb` gives the updates of `optax.lamb`, bitwise when run op by op (same
+chain, same order; the trust ratio reads each leaf once per norm where optax reads it twice).
+The extras are the ones production implementations add: `trust_ratio_mask` (TF-Addons' exclude_from_layer_adaptation:
 masked-out leaves take the plain Adam step) and `max_grad_norm` (NVIDIA apex FusedLAMB clips the
 global gradient norm before the moments). The trust ratio is 1 where either norm is 0.
 """
@@ -43,7 +43,7 @@ def _norm_jvp(primals, tangents):
 def _scale_by_trust_ratio() -> optax.GradientTransformation:
     """optax.scale_by_trust_ratio at its defaults with one read of each leaf per norm.
 
-    Bitwise the same updates; on an H100 it saves a pass over the parameters (11 -> 10 buffers).
+    The same updates (bitwise op by op); on an H100 it saves a pass over the parameters (11 -> 10 buffers).
     """
 
     def update_fn(updates, state, params=None):
