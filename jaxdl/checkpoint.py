@@ -70,7 +70,7 @@ class Checkpointer:
     Example:
       >>> import tempfile, jax.numpy as jnp
       >>> state = {"w": jnp.ones(3), "step": jnp.array(0)}
-      >>> with Checkpointer(tempfile.mkdtemp(), max_to_keep=2) as ckpt:
+      >>> with tempfile.TemporaryDirectory() as tmp, Checkpointer(tmp, max_to_keep=2) as ckpt:
       ...     for step in range(3):
       ...         _ = ckpt.save(step, state)
       ...     restored = ckpt.restore(state)

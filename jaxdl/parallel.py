@@ -55,6 +55,15 @@ class TrainState(NamedTuple):
       opt_state: the optax state for ``params``.
       key: PRNG key; step ``s`` uses ``jax.random.fold_in(key, s)``, so randomness depends only on the
         step and a resumed run draws the same numbers.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxdl.parallel import TrainState
+      >>> state = TrainState(jnp.zeros((), jnp.int32), {"w": jnp.ones(2)}, (), jax.random.key(0))
+      >>> [leaf.shape for leaf in jax.tree.leaves(state)]  # one pytree: step, params, (empty) opt_state, key
+      [(), (2,), ()]
+      >>> int(state._replace(step=state.step + 1).step)
+      1
     """
 
     step: jax.Array

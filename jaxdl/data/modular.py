@@ -19,7 +19,16 @@ _OPERATIONS = {
 
 
 class ModularSplit(NamedTuple):
-    """Integer pairs (N, 2) and labels (N,) for the train and the test split (int32)."""
+    """Integer pairs (N, 2) and labels (N,) for the train and the test split (int32).
+
+    Example:
+      >>> from jaxdl.data.modular import modular_arithmetic
+      >>> split = modular_arithmetic(5, train_fraction=0.4)  # 25 pairs: 10 for training, 15 for testing
+      >>> split.x_train.shape, split.y_train.shape, split.x_test.shape, split.y_test.shape
+      ((10, 2), (10,), (15, 2), (15,))
+      >>> split.x_train[0].tolist(), int(split.y_train[0])  # (3 + 4) mod 5
+      ([3, 4], 2)
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray

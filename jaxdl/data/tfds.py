@@ -47,6 +47,13 @@ class DatasetInfo:
       image_shape: ``(height, width, channels)`` of one image.
       num_examples: ``len(source)``.
       synthetic: True when the source is the synthetic stand-in rather than the real data.
+
+    Example:
+      >>> from jaxdl.data.tfds import DatasetInfo
+      >>> info = DatasetInfo("mnist", "test", 10, (28, 28, 1), num_examples=10_000, synthetic=False)
+      >>> height, width, channels = info.image_shape
+      >>> height * width * channels, info.num_classes  # a flattened image, and the logits a model needs
+      (784, 10)
     """
 
     name: str

@@ -198,6 +198,14 @@ class EigenResult(NamedTuple):
       residuals: ``(k,)`` residual norms ``||C y - lambda y||`` (Lanczos) or the last relative
         change of the eigenvalue estimate (power iteration).
       num_matvecs: number of matrix-vector products used.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxdl.probes.hessian import top_eigenvalues
+      >>> loss = lambda w, _: 0.5 * jnp.sum(jnp.array([1.0, 2.0, 3.0]) * w**2)  # H = diag(1, 2, 3)
+      >>> res = top_eigenvalues(loss, jnp.zeros(3), None, key=jax.random.key(0))
+      >>> res.eigenvalues.round(4).tolist(), jnp.abs(res.eigenvectors).round(4).tolist()  # λ = 3 along e_3
+      ([3.0], [[0.0, 0.0, 1.0]])
     """
 
     eigenvalues: jax.Array
@@ -330,6 +338,15 @@ class TraceResult(NamedTuple):
       standard_error: its standard error (sample standard deviation of the random part / sqrt(n)).
       samples: the random quadratic forms ``z^T C z`` (Hutchinson) or the residual forms of
         Hutch++, whose mean (plus the exact low-rank part) is the estimate.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxdl.probes.hessian import hessian_trace
+      >>> loss = lambda w, _: 0.5 * jnp.sum(jnp.arange(1.0, 5.0) * w**2)  # H = diag(1, 2, 3, 4)
+      >>> res = hessian_trace(loss, jnp.zeros(4), None, key=jax.random.key(0), num_samples=3)
+      >>> # a diagonal H gives z^T H z = tr(H) = 10 for every Rademacher z, so the error is 0
+      >>> res.samples.tolist(), float(res.trace), float(res.standard_error)
+      ([10.0, 10.0, 10.0], 10.0, 0.0)
     """
 
     trace: jax.Array
@@ -434,6 +451,16 @@ class SpectralDensity(NamedTuple):
       density: ``(G,)`` density on ``grid``; integrates to 1 (trapezoid rule).
       ritz_values: ``(num_runs, m)`` quadrature nodes (Ritz values of each run).
       ritz_weights: ``(num_runs, m)`` quadrature weights (squared first components); each row sums to 1.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxdl.probes.hessian import spectral_density
+      >>> loss = lambda w, _: 0.5 * jnp.sum(jnp.array([1.0, 3.0]) * w**2)  # H = diag(1, 3)
+      >>> sd = spectral_density(loss, jnp.zeros(2), None, key=jax.random.key(0), num_runs=1, num_points=101)
+      >>> sd.ritz_values.round(4).tolist(), sd.ritz_weights.round(4).tolist()  # mass 1/2 at each eigenvalue
+      ([[1.0, 3.0]], [[0.5, 0.5]])
+      >>> sd.grid.shape, round(float(jnp.trapezoid(sd.density, sd.grid)), 4)
+      ((101,), 1.0)
     """
 
     grid: jax.Array

@@ -36,6 +36,14 @@ class LanczosResult(NamedTuple):
         marks a breakdown followed by a restart.
       basis: block of ``m + 1`` vectors shaped like ``v0`` (rows past ``num_steps`` are zero).
       num_steps: number of steps taken (``m``, or fewer when ``tol`` stopped it early).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.probes.lanczos import lanczos
+      >>> res = lanczos(lambda v: jnp.array([1.0, 3.0]) * v, jnp.ones(2), 2)  # A = diag(1, 3), v0 = (1, 1)
+      >>> # v1 = (1, 1)/√2: alpha_1 = 2, A v1 - 2 v1 = (-1, 1)/√2 so beta_1 = 1; v2 = (-1, 1)/√2: alpha_2 = 2
+      >>> res.alphas.round(4).tolist(), res.betas.round(4).tolist(), int(res.num_steps)
+      ([2.0, 2.0], [1.0, 0.0], 2)
     """
 
     alphas: jax.Array
@@ -51,6 +59,15 @@ class RitzPairs(NamedTuple):
       values: ``(k,)`` Ritz values, ordered by the selection rule.
       vectors: ``(m, k)`` eigenvectors of ``T`` (coordinates in the Lanczos basis).
       residuals: ``(k,)`` ``|beta_last * s_last|``: ``||A y - theta y||`` for the Ritz vector ``y``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.probes.lanczos import ritz_pairs
+      >>> pairs = ritz_pairs(jnp.array([2.0, 2.0]), jnp.array([1.0, 0.0]), 2, k=2)  # T = [[2, 1], [1, 2]]
+      >>> pairs.values.round(4).tolist(), pairs.residuals.tolist()  # beta_last = 0: both pairs are exact
+      ([3.0, 1.0], [0.0, 0.0])
+      >>> pairs.vectors.shape, bool(jnp.allclose(jnp.abs(pairs.vectors), 2**-0.5))  # (1, ±1) / √2
+      ((2, 2), True)
     """
 
     values: jax.Array

@@ -36,6 +36,18 @@ class StabilityReport(NamedTuple):
       lambda_max: the largest (algebraic) Hessian eigenvalue, the sharpness.
       trace: the Hutchinson trace estimate.
       trace_standard_error: its standard error.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxdl.probes.monitors import stability_report
+      >>> loss = lambda w, _: 0.5 * jnp.sum(jnp.array([4.0, 1.0]) * w**2)  # lambda_max = 4, tr(H) = 5
+      >>> key = jax.random.key(0)
+      >>> gd = stability_report(loss, jnp.zeros(2), None, 0.45, key=key, num_samples=2)
+      >>> sgd = stability_report(loss, jnp.zeros(2), None, 0.45, key=key, optimizer="sgd", num_samples=2)
+      >>> round(float(gd.sharpness_ratio), 4), round(float(gd.trace_ratio), 4)  # 0.45 * 4 / 2, 0.45 * 5 / 2
+      (0.9, 1.125)
+      >>> bool(gd.stable), bool(sgd.stable)  # GD is stable; SGD also needs tr(H) <= 2 / eta and is not
+      (True, False)
     """
 
     sharpness_ratio: jax.Array
@@ -102,6 +114,19 @@ class SpectrumComparison(NamedTuple):
       batch_min: ``(S, num_draws)`` smallest eigenvalue of ``H_B``.
       full_max: largest eigenvalue of the full-data matrix.
       full_min: smallest eigenvalue of the full-data matrix.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxdl.probes.monitors import batch_vs_full_spectrum
+      >>> loss_fn = lambda w, x: 0.5 * jnp.mean((x @ w) ** 2)  # H_B = x_B^T x_B / B
+      >>> data = 2 * jnp.eye(2)  # full data: H = 2 I; a single row: H_1 = diag(4, 0) or diag(0, 4)
+      >>> cmp = batch_vs_full_spectrum(
+      ...     loss_fn, jnp.zeros(2), data, key=jax.random.key(0), batch_sizes=[1, 2], num_draws=2, num_iters=2
+      ... )
+      >>> cmp.batch_sizes.tolist(), cmp.batch_max.round(4).tolist(), float(cmp.full_max), float(cmp.full_min)
+      ([1, 2], [[4.0, 4.0], [2.0, 2.0]], 2.0, 2.0)
+      >>> bool((cmp.batch_min[0] < cmp.full_min).all())  # the batch extremes lie outside the full ones
+      True
     """
 
     batch_sizes: jax.Array
@@ -197,6 +222,19 @@ class LearningRates(NamedTuple):
       noise: the fitted noise coefficient ``nu``.
       critical_batch_size: ``nu / lambda_full``: below it the noise dominates and the scaling
         is linear (SGD) or square root (Adam); above it the rates saturate.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.probes.monitors import SpectrumComparison, lr_from_spectrum
+      >>> # measured sharpness 12 at B = 8 and 4.5 at B = 32 over a full-data 2: lambda(B) = 2 + 80 / B
+      >>> cmp = SpectrumComparison(jnp.array([8, 32]), jnp.array([[12.0], [4.5]]), None, jnp.array(2.0), None)
+      >>> rates = lr_from_spectrum(cmp, [8, 80, 800])
+      >>> float(rates.noise), float(rates.critical_batch_size)  # nu, and nu / lambda_full
+      (80.0, 40.0)
+      >>> [round(c, 4) for c in rates.curvature.tolist()]
+      [12.0, 3.0, 2.1]
+      >>> [round(r, 4) for r in rates.learning_rates.tolist()]  # 2 / lambda(B)
+      [0.1667, 0.6667, 0.9524]
     """
 
     batch_sizes: jax.Array

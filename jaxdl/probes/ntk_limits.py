@@ -16,7 +16,18 @@ import jax.numpy as jnp
 
 
 class Kernels(NamedTuple):
-    """Infinite-width kernels between two batches, each of shape (N1, N2)."""
+    """Infinite-width kernels between two batches, each of shape (N1, N2).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.probes.ntk_limits import analytic_ntk
+      >>> k = analytic_ntk(jnp.array([[1.0, 0.0], [0.0, 1.0]]), depth=1, w_std=2**0.5)  # one ReLU layer
+      >>> # on the diagonal Σ¹ = 1 and Θ¹ = Σ¹ + 2 · 1/2 · Θ⁰ = 2; off it both are 1/π
+      >>> [[round(v, 4) for v in row] for row in k.nngp.tolist()]
+      [[1.0, 0.3183], [0.3183, 1.0]]
+      >>> [[round(v, 4) for v in row] for row in k.ntk.tolist()]
+      [[2.0, 0.3183], [0.3183, 2.0]]
+    """
 
     ntk: jax.Array
     nngp: jax.Array
@@ -110,7 +121,21 @@ def analytic_ntk(
 
 
 class MsePrediction(NamedTuple):
-    """Predicted outputs after training for time t: train (T, N, K) and test (T, M, K) (T only if t is a vector)."""
+    """Predicted outputs after training for time t: train (T, N, K) and test (T, M, K) (T only if t is a vector).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.probes.ntk_limits import ntk_predict_mse
+      >>> theta, y, f0 = jnp.diag(jnp.array([2.0, 1.0])), jnp.array([[1.0], [-1.0]]), jnp.zeros((2, 1))
+      >>> t = jnp.array([0.0, jnp.log(2.0)])  # e^{-Θt} = diag(1/4, 1/2) at the second time
+      >>> theta_test, f0_test = jnp.array([[1.0, 0.0]]), jnp.zeros((1, 1))
+      >>> pred = ntk_predict_mse(theta, theta_test, y, f0, f0_test, t, learning_rate=1.0)
+      >>> pred.train.shape, pred.test.shape
+      ((2, 2, 1), (2, 1, 1))
+      >>> # train: y (1 - e^{-λt}) = (3/4, -1/2); test: Θ(x, X) Θ⁻¹ (I - e^{-Θt}) y = 1/2 · 3/4
+      >>> [round(v, 4) for v in pred.train[1, :, 0].tolist()], round(pred.test[1, 0, 0].item(), 4)
+      ([0.75, -0.5], 0.375)
+    """
 
     train: jax.Array
     test: jax.Array | None
@@ -205,7 +230,17 @@ def ntk_predict_mse(
 
 
 class Spectrum(NamedTuple):
-    """Eigenvalues (descending), condition number λ_max/λ_min and effective rank exp(H(λ/Σλ))."""
+    """Eigenvalues (descending), condition number λ_max/λ_min and effective rank exp(H(λ/Σλ)).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.probes.ntk_limits import ntk_spectrum
+      >>> identity, rank_one = ntk_spectrum(jnp.eye(4)), ntk_spectrum(jnp.ones((4, 4)))
+      >>> identity.eigenvalues.tolist(), float(identity.condition_number), float(identity.effective_rank)
+      ([1.0, 1.0, 1.0, 1.0], 1.0, 4.0)
+      >>> round(float(rank_one.eigenvalues[0]), 4), round(float(rank_one.effective_rank), 4)
+      (4.0, 1.0)
+    """
 
     eigenvalues: jax.Array
     condition_number: jax.Array

@@ -31,6 +31,16 @@ class Basis(NamedTuple):
       init_grid: (in_features, grid_size, order, grid_range) -> grid array or None for grid-free bases.
       evaluate: (x (..., D), grid, grid_size, order) -> features (..., D, M).
       knot_based: whether the grid holds extended knots, so `update_grid` and `refine` apply.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.kan.kan_linear import get_basis
+      >>> bspline = get_basis("bspline")
+      >>> grid = bspline.init_grid(1, 2, 1, (-1.0, 1.0))  # D = 1 input, G = 2 intervals, order k = 1
+      >>> grid.tolist(), bspline.num_basis(2, 1), bspline.knot_based
+      ([[-2.0, -1.0, 0.0, 1.0, 2.0]], 3, True)
+      >>> bspline.evaluate(jnp.array([[0.25]]), grid, 2, 1).tolist()  # hat functions peaking at -1, 0, 1
+      [[[0.0, 0.75, 0.25]]]
     """
 
     num_basis: Callable[[int, int], int]

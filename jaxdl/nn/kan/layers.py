@@ -26,11 +26,34 @@ from jaxdl.nn.kan.selectable import mix_outputs, selection_mask, selection_weigh
 
 
 class KANGrid(nnx.Variable):
-    """Non-trainable grid of a KAN layer: knots (D, G + 2k + 1) or RBF centres (D, G)."""
+    """Non-trainable grid of a KAN layer: knots (D, G + 2k + 1) or RBF centres (D, G).
+
+    Example:
+      >>> from flax import nnx
+      >>> from jaxdl.nn.kan.layers import KANGrid, KANLinear
+      >>> layer = KANLinear(2, 1, grid_size=4, spline_order=1, rngs=nnx.Rngs(0))
+      >>> layer.grid[...].shape, layer.grid[...][0].tolist()  # 4 intervals on [-1, 1], k = 1 knot per side
+      ((2, 7), [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5])
+      >>> list(nnx.state(layer, KANGrid).keys()), sorted(nnx.state(layer, nnx.Param).keys())  # not a Param
+      (['grid'], ['base_kernel', 'bias', 'spline_kernel'])
+    """
 
 
 class SelectionMask(nnx.Variable):
-    """Non-trainable 0/1 mask (N, P) of the bases each `SelectableKAN` node may use."""
+    """Non-trainable 0/1 mask (N, P) of the bases each `SelectableKAN` node may use.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jaxdl.nn.kan.layers import SelectableKAN
+      >>> layer = SelectableKAN(3, 2, rngs=nnx.Rngs(0))  # 2 nodes, pool of 4 bases: every basis allowed
+      >>> layer.bases, layer.mask[...].tolist()
+      (('bspline', 'rbf', 'chebyshev', 'fourier'), [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+      >>> layer.logits[...] = jnp.array([[0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+      >>> layer.select()  # node 0 keeps rbf, node 1 fourier; the unused bases are pruned
+      >>> layer.bases, layer.mask[...].tolist()
+      (('rbf', 'fourier'), [[1.0, 0.0], [0.0, 1.0]])
+    """
 
 
 def _check_features(name: str, value: int) -> None:

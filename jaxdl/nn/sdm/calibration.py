@@ -34,6 +34,14 @@ class SDMCalibration(NamedTuple):
       q_min: scalar q'_min (inf: nothing is admitted).
       thresholds: ``[C]`` per-class output thresholds ψ_c.
       q_prime_ecdf: per-class sorted q' of all calibration points, for the DKW sample sizes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import calibrate_thresholds
+      >>> probs = jnp.array([[0.9, 0.1], [0.2, 0.8]])  # class 0 reaches only 0.9 < α = 0.95
+      >>> cal = calibrate_thresholds(probs, jnp.array([5.0, 5.0]), jnp.array([0, 1]), alpha=0.95)
+      >>> float(cal.q_min), cal.thresholds.tolist(), cal.q_prime_ecdf.counts.tolist()  # nothing admitted
+      (inf, [0.0, 0.0], [1, 1])
     """
 
     alpha: jax.Array
@@ -212,6 +220,15 @@ def effective_sample_size(q_prime: jax.Array, q_prime_ecdf: ClassECDF) -> jax.Ar
 
     Returns:
       ``[B, C]`` int32 sample sizes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import class_ecdf, effective_sample_size
+      >>> # calibration q': class 0 has 1, 2, 3, 4 and class 1 has 0.5, 10
+      >>> ecdf = class_ecdf(jnp.array([1.0, 2.0, 3.0, 4.0, 0.5, 10.0]), jnp.array([0, 0, 0, 0, 1, 1]), 2)
+      >>> # q' = 2.5: two class-0 and one class-1 values lie below; q' = 50: all do, capped at n_c - 1
+      >>> effective_sample_size(jnp.array([0.0, 2.5, 50.0]), ecdf).tolist()
+      [[0, 0], [2, 1], [3, 1]]
     """
     position = jax.vmap(lambda row: jnp.searchsorted(row, q_prime, side="left"))(q_prime_ecdf.values)
     return jnp.minimum(position, jnp.maximum(q_prime_ecdf.counts - 1, 0)[:, None]).T.astype(jnp.int32)
@@ -227,6 +244,17 @@ def lower_distance(d: jax.Array, q_prime: jax.Array, calibration: SDMCalibration
 
     Returns:
       ``[B]`` the lower end of the DKW band on d.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import SDMCalibration, class_ecdf, lower_distance
+      >>> q_ca = jnp.concatenate([jnp.arange(101.0), jnp.arange(11.0)])  # 101 class-0, 11 class-1 points
+      >>> ecdf = class_ecdf(q_ca, jnp.array([0] * 101 + [1] * 11), 2)
+      >>> cal = SDMCalibration(jnp.array(0.95), jnp.array(1.0), jnp.array([0.95, 0.95]), ecdf)
+      >>> # q' = 1000: n̂ = (100, 10), ε = max(ε(100), ε(10)) = max(0.1358, 0.4295); q' = 0: n̂ = 0, ε = 1
+      >>> d_lower = lower_distance(jnp.array([0.9, 0.9, 0.3]), jnp.array([1000.0, 0.0, 1000.0]), cal)
+      >>> [round(d, 4) for d in d_lower.tolist()]  # 0.9 - 0.4295, then clipped at 0
+      [0.4705, 0.0, 0.0]
     """
     sizes = effective_sample_size(q_prime, calibration.q_prime_ecdf)
     epsilon = jnp.max(dkw_epsilon(sizes, calibration.alpha), axis=-1)

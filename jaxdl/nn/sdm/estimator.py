@@ -26,6 +26,14 @@ class ExemplarMemory(NamedTuple):
       vectors: ``[N, M]`` exemplar vectors h'_tr.
       labels: ``[N]`` int32 true labels y_tr (a label outside the classes, e.g. -99, never matches).
       predictions: ``[N]`` int32 predicted classes ŷ_tr = argmax z'_tr.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import ExemplarMemory
+      >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])  # z'_tr of three training points
+      >>> memory = ExemplarMemory(jnp.array([[0.0], [1.0], [2.0]]), jnp.array([0, 1, 1]), logits.argmax(1))
+      >>> (memory.labels == memory.predictions).tolist()  # exemplar 2 is mispredicted: it never counts in q
+      [True, True, False]
     """
 
     vectors: jax.Array
@@ -40,6 +48,18 @@ class CalibrationPoints(NamedTuple):
       probs: ``[N, C]`` SDM outputs.
       q_prime: ``[N]`` rescaled similarities.
       labels: ``[N]`` true labels.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import CalibrationPoints, calibrate_thresholds
+      >>> points = CalibrationPoints(
+      ...     probs=jnp.array([[0.99, 0.01], [0.02, 0.98], [0.6, 0.4], [0.3, 0.7]]),
+      ...     q_prime=jnp.array([9.0, 8.0, 2.0, 3.0]),
+      ...     labels=jnp.array([0, 1, 1, 0]),
+      ... )
+      >>> # α = 0.99: the class-1 point at q' >= 8 has 0.98 < 0.99, so no q'_min exists
+      >>> [float(calibrate_thresholds(*points, alpha=alpha).q_min) for alpha in (0.9, 0.99)]
+      [8.0, inf]
     """
 
     probs: jax.Array
@@ -48,7 +68,15 @@ class CalibrationPoints(NamedTuple):
 
 
 class SDMState(NamedTuple):
-    """Everything an SDM head needs at test time besides its weights."""
+    """Everything an SDM head needs at test time besides its weights.
+
+    Example:
+      >>> from jaxdl.nn.sdm import SDMState
+      >>> from jaxdl.nn.sdm.head import empty_state
+      >>> state = empty_state(hidden=4, num_classes=2)  # the state of an unfitted SDMHead
+      >>> isinstance(state, SDMState), state.memory.vectors.shape, state.calibration_points.probs.shape
+      (True, (0, 4), (0, 2))
+    """
 
     memory: ExemplarMemory
     distance_ecdf: ClassECDF
@@ -72,6 +100,26 @@ class SDMOutput(NamedTuple):
       admitted_lower: ``[B]`` bool, the conservative SDM_HR^lower rule (recommended by [ACT]).
       neighbours: ``[B, k]`` indices of the nearest training exemplars, nearest first.
       nearest_distance: ``[B]`` squared L2 distance to the nearest exemplar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import ExemplarMemory, SDMCalibration, SDMState, class_ecdf, sdm_estimate
+      >>> labels = jnp.array([0, 0, 1])
+      >>> memory = ExemplarMemory(jnp.array([[0.0], [0.1], [5.0]]), labels, predictions=labels)
+      >>> distance_ecdf = class_ecdf(jnp.array([0.5, 0.5]), jnp.array([0, 1]), 2)
+      >>> q_prime_ecdf = class_ecdf(jnp.ones(202), jnp.arange(202) % 2, 2)  # n̂_c = 100, ε = 0.1358
+      >>> cal = SDMCalibration(jnp.array(0.95), jnp.array(1.0), jnp.array([0.98, 0.98]), q_prime_ecdf)
+      >>> state = SDMState(memory, distance_ecdf, None, cal)  # calibration points only serve calibrate()
+      >>> out = sdm_estimate(jnp.array([[3.0, 0.0]]), jnp.array([[0.0]]), state, k=2)
+      >>> # q = 2; d = 1 (distance 0 is below every calibration distance); SDM = softmax(z' d ln(2 + q))
+      >>> # = [4^3, 1] / 65, and q' = min(2, 4^(64/65)) = 2
+      >>> out.q.tolist(), out.d.tolist(), [round(p, 4) for p in out.probs[0].tolist()], out.q_prime.tolist()
+      ([2], [1.0], [0.9846, 0.0154], [2.0])
+      >>> # d_lower = 1 - 0.1358; 4^(3 d_lower) / (4^(3 d_lower) + 1) = 0.9732 falls below ψ = 0.98
+      >>> round(out.d_lower.item(), 4), round(out.probs_lower[0, 0].item(), 4)
+      (0.8642, 0.9732)
+      >>> out.admitted.tolist(), out.admitted_lower.tolist()
+      ([True], [False])
     """
 
     probs: jax.Array
@@ -109,6 +157,20 @@ def similarity_and_distance(
 
     Returns:
       ``(q [B] int32, nearest_distance [B], neighbours [B, k])``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import ExemplarMemory, similarity_and_distance
+      >>> # exemplars at 0, 1, 3, 10; the one at 10 has label 1 but was predicted 0
+      >>> vectors = jnp.array([[0.0], [1.0], [3.0], [10.0]])
+      >>> memory = ExemplarMemory(vectors, jnp.array([0, 0, 1, 1]), predictions=jnp.array([0, 0, 1, 0]))
+      >>> queries, predictions = jnp.array([[0.5], [9.0]]), jnp.array([0, 1])
+      >>> q, nearest, neighbours = similarity_and_distance(queries, predictions, memory, k=3)
+      >>> neighbours.tolist()
+      [[0, 1, 2], [3, 2, 1]]
+      >>> # query 0 (ŷ = 0): exemplars 0, 1 match and 2 (ŷ_tr = 1) ends the run; query 1: exemplar 3 is wrong
+      >>> q.tolist(), [round(v, 4) for v in nearest.tolist()]  # squared distances 0.5² and 1²
+      ([2, 0], [0.25, 1.0])
     """
     sq_distances, neighbours = nearest_neighbours(
         exemplar_vectors, memory.vectors, k, exclude=exclude, **search_options

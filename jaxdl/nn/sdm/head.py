@@ -27,11 +27,35 @@ DEFAULT_K = 2048
 
 
 class SDMMemory(nnx.Variable):
-    """Non-trainable SDM state: the standardisation scalars and the exemplar/calibration `SDMState`."""
+    """Non-trainable SDM state: the standardisation scalars and the exemplar/calibration `SDMState`.
+
+    Example:
+      >>> import jax
+      >>> from flax import nnx
+      >>> from jaxdl.nn.sdm import SDMHead, SDMMemory
+      >>> head = SDMHead(8, 2, hidden=4, rngs=nnx.Rngs(0))
+      >>> isinstance(head.state, SDMMemory), head.standardization[...].tolist()  # (μ, σ) before fit_sdm
+      (True, [0.0, 1.0])
+      >>> len(jax.tree.leaves(nnx.state(head, nnx.Param)))  # an optimizer sees only the 2 kernels, 2 biases
+      4
+    """
 
 
 def empty_state(hidden: int, num_classes: int, dtype=jnp.float32) -> SDMState:
-    """The state of an unfitted head: no exemplars, no calibration points, nothing admitted."""
+    """The state of an unfitted head: no exemplars, no calibration points, nothing admitted.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import distance_quantile
+      >>> from jaxdl.nn.sdm.head import empty_state
+      >>> state = empty_state(hidden=16, num_classes=3)
+      >>> state.memory.vectors.shape, state.distance_ecdf.counts.tolist()
+      ((0, 16), [0, 0, 0])
+      >>> float(state.calibration.q_min), bool(jnp.isnan(state.calibration.alpha))  # nothing is admitted
+      (inf, True)
+      >>> distance_quantile(jnp.array([0.0]), state.distance_ecdf).tolist()  # empty classes: d = 0
+      [0.0]
+    """
     no_samples = ClassECDF(jnp.full((num_classes, 1), jnp.inf, dtype), jnp.zeros(num_classes, jnp.int32))
     return SDMState(
         memory=ExemplarMemory(
@@ -157,6 +181,27 @@ def save_head(directory: str | Path, head: SDMHead) -> None:
     Args:
       directory: a new (or overwritten) checkpoint directory.
       head: the head to save.
+
+    Example:
+      >>> import os, tempfile
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jaxdl.nn.sdm import CalibrationPoints, ExemplarMemory, SDMHead, restore_head, save_head
+      >>> head = SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(0))
+      >>> labels = jnp.array([0, 1, 1])
+      >>> head.state.set_value(  # three exemplars and calibration points, as fit_sdm would store them
+      ...     head.state.get_value()._replace(
+      ...         memory=ExemplarMemory(jnp.ones((3, 8)), labels, jnp.array([0, 1, 0])),
+      ...         calibration_points=CalibrationPoints(jnp.full((3, 2), 0.5), jnp.ones(3), labels),
+      ...     )
+      ... )
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     save_head(os.path.join(tmp, "head"), head)
+      ...     restored = restore_head(os.path.join(tmp, "head"), SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(1)))
+      >>> restored.memory_size, restored.state.get_value().memory.predictions.tolist()
+      (3, [0, 1, 0])
+      >>> bool((restored.exemplar.kernel[...] == head.exemplar.kernel[...]).all())
+      True
     """
     if head.memory_size == 0:
         raise ValueError("save_head: the head has no exemplar memory; fit it with fit_sdm before saving")
@@ -178,9 +223,9 @@ def restore_head(directory: str | Path, head: SDMHead) -> SDMHead:
     >>> y = (x[:, 0] > 0).astype(np.int32)
     >>> head = SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(0))
     >>> _ = fit_sdm(head, (x[:20], y[:20]), (x[20:], y[20:]), key=jax.random.key(0), epochs=1, progress=False)
-    >>> path = tempfile.mkdtemp() + "/head"
-    >>> save_head(path, head)
-    >>> restored = restore_head(path, SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(1)))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_head(tmp + "/head", head)
+    ...     restored = restore_head(tmp + "/head", SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(1)))
     >>> bool((restored.predict(x).probs == head.predict(x).probs).all())
     True
     """

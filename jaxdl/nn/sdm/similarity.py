@@ -24,6 +24,15 @@ class ClassECDF(NamedTuple):
     Attributes:
       values: ``[C, N]`` each row ascending, padded at the end with +inf.
       counts: ``[C]`` int32 number of real samples in each row.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.nn.sdm import ClassECDF, distance_quantile
+      >>> inf = jnp.inf
+      >>> ecdf = ClassECDF(jnp.array([[1.0, 2.0, 3.0, 4.0], [5.0, inf, inf, inf]]), jnp.array([4, 1]))
+      >>> # at 2.5: 1 - 2/4 = 0.5 for class 0 and 1 - 0/1 = 1 for class 1; d is the smaller
+      >>> distance_quantile(jnp.array([2.5, 0.5]), ecdf).tolist()
+      [0.5, 1.0]
     """
 
     values: jax.Array

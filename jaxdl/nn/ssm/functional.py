@@ -88,6 +88,12 @@ def s4d_modes(init: str, state_size: int, ptd_items: tuple = ()):
     For "ptd", Lambda, V come from `ptd(hippo_legs(state_size))` halved by `conjugate_half`,
     B = weight * V^{-1} B_HiPPO and C = c V for a random real c (S4-PTD, PTD paper Sec. 4).
     Otherwise `s4d_init` and C is complex normal.
+
+    Example:
+      >>> from jaxdl.nn.ssm.functional import s4d_modes
+      >>> Lambda, B, C_basis = s4d_modes("lin", 4)  # S4D-Lin: Lambda_n = -1/2 + i pi n, B = 1
+      >>> Lambda, B, C_basis
+      (array([-0.5+0.j        , -0.5+3.14159265j]), array([1.+0.j, 1.+0.j]), None)
     """
     if init not in S4D_LAYER_INITS:
         raise ValueError(f"init must be one of {S4D_LAYER_INITS}, got {init!r}")
@@ -106,6 +112,18 @@ def s5_block_modes(init: str, block_size: int, ptd_items: tuple = ()):
     "legs": eigendecomposition of the normal part of HiPPO-LegS (S5 paper Sec. 4.3, V unitary);
     "ptd": `ptd` of HiPPO-LegS (S5-PTD). Both halved exactly by `conjugate_half`, with the weight
     1/2 of real modes folded into V_inv.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxdl.nn.ssm.functional import s5_block_modes
+      >>> from jaxdl.nn.ssm.hippo import hippo_legs
+      >>> Lambda, V, V_inv = s5_block_modes("legs", 4)  # 4 states kept as 2 conjugate-pair modes
+      >>> Lambda.real.round(6).tolist(), V.shape, V_inv.shape
+      ([-0.5, -0.5], (4, 2), (2, 4))
+      >>> A, _ = hippo_legs(4)
+      >>> P = np.sqrt(np.arange(4) + 0.5)
+      >>> bool(np.allclose(2 * (V @ np.diag(Lambda) @ V_inv).real, A + np.outer(P, P)))  # normal part of A
+      True
     """
     if init not in S5_INITS:
         raise ValueError(f"init must be one of {S5_INITS}, got {init!r}")
