@@ -22,3 +22,17 @@ def test_docstring_examples(name):
         module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
     )
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples failed in {name}"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_public_function_and_class_has_an_example(name):
+    module = importlib.import_module(name)
+    missing = [
+        attr
+        for attr, obj in vars(module).items()
+        if not attr.startswith("_")
+        and callable(obj)
+        and getattr(obj, "__module__", None) == name
+        and ">>>" not in (obj.__doc__ or "")
+    ]
+    assert not missing, f"{name}: no `>>>` example in the docstring of {', '.join(missing)}"

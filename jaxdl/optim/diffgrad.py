@@ -27,7 +27,17 @@ from jaxdl.optim._checks import check_adam, check_nonnegative, checked_mask
 
 
 class ScaleByDiffGradState(NamedTuple):
-    """State of `scale_by_diffgrad`: step count, both moments, and the previous gradient."""
+    """State of `scale_by_diffgrad`: step count, both moments, and the previous gradient.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.optim import scale_by_diffgrad
+      >>> tx = scale_by_diffgrad()
+      >>> state = tx.init({"w": jnp.zeros(2)})  # g_prev starts at 0, as in the paper's code
+      >>> _, state = tx.update({"w": jnp.array([1.0, -2.0])}, state)
+      >>> print(int(state.count), state.prev_grad["w"], state.mu["w"])  # mu = (1 - b1) g
+      1 [ 1. -2.] [ 0.1 -0.2]
+    """
 
     count: jax.Array
     mu: optax.Updates

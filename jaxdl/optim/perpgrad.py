@@ -157,7 +157,15 @@ def perp_sgd(
 
 
 class NLMAlignment(NamedTuple):
-    """Cosine between -grad and the weights: per leaf (a pytree of scalars) and over all leaves."""
+    """Cosine between -grad and the weights: per leaf (a pytree of scalars) and over all leaves.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxdl.optim import nlm_alignment
+      >>> w = {"a": jnp.array([3.0, 4.0])}
+      >>> nlm_alignment({"a": -2 * w["a"]}, w).overall.item()  # -g along w: pure weight scaling
+      1.0
+    """
 
     per_leaf: Any
     overall: jax.Array
