@@ -11,7 +11,8 @@ At its defaults `lamb` gives the updates of `optax.lamb`, bitwise when run op by
 chain, same order; the trust ratio reads each leaf once per norm where optax reads it twice).
 The extras are the ones production implementations add: `trust_ratio_mask` (TF-Addons'
 exclude_from_layer_adaptation: masked-out leaves take the plain Adam step) and `max_grad_norm`
-(NVIDIA apex FusedLAMB clips the global gradient norm before the moments). The trust ratio is 1 where either norm is 0.
+(NVIDIA apex FusedLAMB clips the global gradient norm before the moments). The trust ratio is 1
+where either norm is 0.
 """
 
 from __future__ import annotations
