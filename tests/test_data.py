@@ -1,9 +1,13 @@
-"""Tests for jaxdl.data.tfds: the real tfds reading path on mock data, the loader's order and sharding."""
+"""Tests for jaxdl.data's tfds access (mock data and a real on-disk dataset), loader and preprocessing."""
+
+import sys
 
 import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn.datasets import load_digits
 
 from jaxdl.data import (
     ArraySource,
@@ -12,6 +16,7 @@ from jaxdl.data import (
     image_classification,
     normalize_images,
     one_hot,
+    prepare_image_folder,
 )
 
 SHAPES = {"mnist": ((28, 28, 1), 10), "fashion_mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10)}
@@ -65,24 +70,6 @@ def test_missing_data_falls_back_to_announced_synthetic(tmp_path, capsys):
     example = source[17]
     assert example["image"].shape == (32, 32, 3) and example["image"].dtype == np.uint8
     np.testing.assert_array_equal(example["image"], source[17]["image"])  # random access is deterministic
-
-
-def test_missing_data_without_fallback_raises(tmp_path):
-    with pytest.raises(FileNotFoundError, match="mnist/train is not prepared.*tfds build mnist"):
-        image_classification("mnist", "train", data_dir=str(tmp_path), fallback=None)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"name": "mnist", "split": "train", "fallback": "zeros"}, ValueError, "fallback must be"),
-        ({"name": "mnist", "split": "validation"}, ValueError, "synthetic stand-in for 'mnist' has splits"),
-        ({"name": "no_such_dataset_xyz", "split": "train"}, ValueError, "no_such_dataset_xyz"),
-    ],
-)
-def test_image_classification_bad_arguments(tmp_path, kwargs, error, match):
-    with pytest.raises(error, match=match):
-        image_classification(data_dir=str(tmp_path), **kwargs)
 
 
 def test_synthetic_classes_are_learnable_not_trivial():
@@ -141,22 +128,28 @@ def test_len_and_remainder(drop_remainder, sizes):
     assert source.reads == sum(sizes)  # only the examples it yields are read
 
 
-def test_process_shards_partition_the_global_batch():
-    source = ArraySource({"index": np.arange(103)})
-    process_count, batch_size = 4, 5
-    single = Loader(source, batch_size=batch_size * process_count, seed=2, process_index=0, process_count=1)
+def check_shards_partition_the_global_batch(source, process_count, batch_size, seed, epochs=(0, 1)):
+    """Process p's batch at each step is block p of the single-process global batch, for every field."""
+    single = Loader(
+        source, batch_size=batch_size * process_count, seed=seed, process_index=0, process_count=1
+    )
     shards = [
-        Loader(source, batch_size=batch_size, seed=2, process_index=p, process_count=process_count)
+        Loader(source, batch_size=batch_size, seed=seed, process_index=p, process_count=process_count)
         for p in range(process_count)
     ]
-    assert all(len(s) == len(single) == 103 // 20 for s in shards)
-    for epoch in (0, 1):
+    assert all(len(s) == len(single) == len(source) // (batch_size * process_count) for s in shards)
+    for epoch in epochs:
         per_process = [list(s.epoch(epoch)) for s in shards]
         for step, global_batch in enumerate(single.epoch(epoch)):
-            joined = np.concatenate([per_process[p][step]["index"] for p in range(process_count)])
-            np.testing.assert_array_equal(joined, global_batch["index"])
-        seen = np.concatenate([b["index"] for batches in per_process for b in batches])
-        assert len(np.unique(seen)) == len(seen)  # no example on two processes in one epoch
+            for key, value in global_batch.items():
+                joined = np.concatenate([per_process[p][step][key] for p in range(process_count)])
+                np.testing.assert_array_equal(joined, value)
+    # The single loader's batches are disjoint blocks of one permutation (test_epochs_are_permutations...),
+    # so no example is read by two processes in one epoch.
+
+
+def test_process_shards_partition_the_global_batch():
+    check_shards_partition_the_global_batch(ArraySource({"index": np.arange(103)}), 4, 5, seed=2)
 
 
 def test_stream_resumes_mid_epoch():
@@ -184,29 +177,6 @@ def test_gather_path_matches_item_path():
             np.testing.assert_array_equal(a[k], b[k])
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"batch_size": 2.0}, "batch_size must be a positive integer"),
-        ({"batch_size": 2, "process_index": 3, "process_count": 3}, "process_index < process_count"),
-        (
-            {"batch_size": 2, "process_index": 0, "process_count": 2, "drop_remainder": False},
-            "drop_remainder",
-        ),
-        ({"batch_size": 20}, "no full global batch"),
-    ],
-)
-def test_loader_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        Loader(CountingSource(10), **kwargs)
-
-
-def test_array_source_rejects_ragged():
-    with pytest.raises(ValueError, match="equal-length"):
-        ArraySource({"x": np.zeros(3), "y": np.zeros(4)})
-
-
 def test_normalize_images_and_one_hot():
     images = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 2), dtype=np.uint8)
     mean, std = np.array([0.5, 0.25]), np.array([0.2, 0.4])
@@ -221,10 +191,94 @@ def test_normalize_images_and_one_hot():
     np.testing.assert_array_equal(encoded, np.eye(3, dtype=np.float32)[labels])
 
 
-def test_normalize_and_one_hot_bad_inputs():
-    with pytest.raises(TypeError, match="images must hold integer pixels"):
-        normalize_images(np.zeros((2, 2), np.float32))
-    with pytest.raises(TypeError, match="labels must be integers"):
-        one_hot(np.array([0.0, 1.0]), 2)
-    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
-        one_hot(np.array([0, 1]), 0)
+# --- A real data set on disk: scikit-learn's 8x8 digits written as PNG files, read back through tfds ---
+
+DIGITS_SPLITS = {"train": (0, 240), "test": (240, 320)}  # rows of sklearn's digits
+
+
+@pytest.fixture(scope="session")
+def digits_on_disk(tmp_path_factory):
+    """The digits as root/<split>/<label>/<row>.png, prepared once with `prepare_image_folder`.
+
+    Returns the tfds data folder and, per split, the uint8 images and labels in the order tfds stores
+    them (the folder's order: class folder, then file name), computed here from the arrays, not read back.
+    """
+    root = tmp_path_factory.mktemp("digits")
+    digits = load_digits()
+    pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)  # 0..16 grey levels -> 0..255
+    expected = {}
+    for split, (start, stop) in DIGITS_SPLITS.items():
+        rows = np.arange(start, stop)
+        for row in rows:
+            folder = root / "png" / split / str(digits.target[row])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels[row]).save(folder / f"{row:04d}.png")
+        in_folder_order = rows[np.lexsort((rows, digits.target[rows].astype(str)))]
+        expected[split] = (pixels[in_folder_order][..., None], digits.target[in_folder_order])
+    info = prepare_image_folder(root / "png", "digits_png", data_dir=root / "tfds")
+    assert info.features["label"].names == [str(d) for d in range(10)]
+    return root / "tfds", expected
+
+
+@pytest.mark.parametrize("split", sorted(DIGITS_SPLITS))
+def test_image_folder_round_trip_through_tfds(digits_on_disk, split):
+    data_dir, expected = digits_on_disk
+    source, info = image_classification("digits_png", split, data_dir=data_dir, fallback=None)
+    images, labels = expected[split]
+    assert not info.synthetic and info.name == "digits_png" and info.split == split
+    assert (info.num_classes, info.image_shape, info.num_examples) == (10, (8, 8, 1), len(labels))
+    got = [source[i] for i in range(len(source))]
+    np.testing.assert_array_equal(np.stack([g["image"] for g in got]), images)  # PNG is lossless
+    np.testing.assert_array_equal(np.array([g["label"] for g in got]), labels)
+
+
+def test_loader_on_real_tfds_source_order_epochs_and_seed(digits_on_disk):
+    data_dir, expected = digits_on_disk
+    source, _ = image_classification("digits_png", "train", data_dir=data_dir, fallback=None)
+    images, labels = expected["train"]
+    loader = Loader(source, batch_size=32, seed=5)
+    assert len(loader) == 240 // 32
+    epochs = []
+    for epoch in (0, 1):
+        batches = list(loader.epoch(epoch))
+        order = loader.order(epoch)[: 32 * len(loader)]
+        assert [set(b) for b in batches] == [{"image", "label"}] * len(loader)
+        np.testing.assert_array_equal(np.concatenate([b["image"] for b in batches]), images[order])
+        np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), labels[order])
+        assert len(np.unique(order)) == len(order)  # no example twice in an epoch
+        epochs.append(order)
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
+    again = Loader(source, batch_size=32, seed=5)
+    np.testing.assert_array_equal(next(again.epoch(1))["label"], next(loader.epoch(1))["label"])
+    other = Loader(source, batch_size=32, seed=6)
+    assert not np.array_equal(other.order(0), loader.order(0))
+    # The whole epoch's labels are the train split's: 24 of each digit in these 240 rows.
+    np.testing.assert_array_equal(np.bincount(labels[loader.order(0)], minlength=10), np.bincount(labels))
+
+
+def test_loader_on_real_tfds_source_shards_the_global_batch(digits_on_disk):
+    data_dir, _ = digits_on_disk
+    source, _ = image_classification("digits_png", "test", data_dir=data_dir, fallback=None)
+    check_shards_partition_the_global_batch(source, 4, 6, seed=3, epochs=(2,))
+
+
+def test_prepare_image_folder_is_idempotent_and_checks_its_folder(digits_on_disk, tmp_path):
+    data_dir, expected = digits_on_disk
+    info = prepare_image_folder(data_dir.parent / "png", "digits_png", data_dir=data_dir)  # already there
+    assert info.splits["test"].num_examples == len(expected["test"][1])
+    (tmp_path / "png" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "png" / "train" / "b").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "png" / "train" / "a" / "0.png")
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "png" / "train" / "b" / "0.png")
+    with pytest.raises(ValueError, match=r"share one shape: .*b/0.png is \(9, 8, 1\)"):
+        prepare_image_folder(tmp_path / "png", "mixed", data_dir=tmp_path / "tfds")
+
+
+def test_missing_tfds_error_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # `import tensorflow_datasets` fails
+    with pytest.raises(ImportError, match=r"image_classification needs tensorflow-datasets.*jaxdl\[data\]"):
+        image_classification("mnist", "train")
+    with pytest.raises(ImportError, match=r"prepare_image_folder needs tensorflow-datasets.*jaxdl\[data\]"):
+        prepare_image_folder(tmp_path, "x", data_dir=tmp_path)
+    # The loader and the preprocessing need no tfds.
+    assert len(list(Loader(ArraySource({"x": np.arange(4)}), batch_size=2).epoch(0))) == 2

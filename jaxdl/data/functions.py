@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+__all__ = ["FUNCTIONS", "exp_sin", "exp_sin_squares", "make_dataset", "product", "sin_exp_x2"]
+
 
 def exp_sin(x: Array) -> Array:
     """f(x, y) = exp(sin(pi x) + y^2), the KAN paper's running example. x: (..., 2) -> (..., 1).

@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+__all__ = ["ModularSplit", "modular_arithmetic", "one_hot_pairs"]
+
 _OPERATIONS = {
     "add": lambda a, b, p: (a + b) % p,
     "subtract": lambda a, b, p: (a - b) % p,

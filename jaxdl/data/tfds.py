@@ -1,25 +1,39 @@
-"""Image-classification data from TensorFlow Datasets without TensorFlow, and a NumPy batch loader.
+"""Image-classification data from TensorFlow Datasets without TensorFlow.
 
-`image_classification` opens a prepared tfds dataset through `tfds.data_source` (random access over
+`image_classification` opens a prepared tfds dataset through ``tfds.data_source`` (random access over
 ArrayRecord files; no TensorFlow import). When the data is not on disk it can hand back a synthetic
-stand-in of the same shapes, after saying so loudly, so that every example runs offline.
+stand-in of the same shapes (`SyntheticImageSource`), after saying so loudly, so that every example
+runs offline. `prepare_image_folder` turns a folder of image files laid out as for
+``tfds.folder_dataset.ImageFolder`` (``root/<split>/<class>/<image>``) into such a prepared dataset
+with tfds's own builder machinery, offline and without TensorFlow.
 
-`Loader` turns any random-access source (`len(source)`, `source[i] -> dict`) into a deterministic,
-epoch-aware stream of NumPy batches, sharded across processes for multi-host training: epoch `e` is a
-permutation drawn from `(seed, e)`, cut into global batches of `batch_size * process_count` examples,
-and process `p` takes the `p`-th contiguous block of `batch_size` rows of each global batch. All
-processes therefore agree on the order without talking to each other, and the union of their batches
-is the batch a single process with `batch_size * process_count` would see.
+tensorflow-datasets is an optional dependency (``pip install 'jaxdl[data]'``), imported only when one
+of these functions runs. The batch loader (`Loader`, `ArraySource`, in `jaxdl.data.loader`) and the
+preprocessing (`normalize_images`, `one_hot`, in `jaxdl.data.preprocessing`) need no tfds; they stay
+importable from here as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from pathlib import Path
+from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from jaxdl.data.loader import ArraySource, Loader
+from jaxdl.data.preprocessing import normalize_images, one_hot
+from jaxdl.data.synthetic import SyntheticImageSource
+
+__all__ = [
+    "ArraySource",
+    "DatasetInfo",
+    "Loader",
+    "SyntheticImageSource",
+    "image_classification",
+    "normalize_images",
+    "one_hot",
+    "prepare_image_folder",
+]
 
 # Split sizes of the datasets we know, for the synthetic stand-in when no DatasetInfo is on disk.
 _KNOWN_SPLITS = {
@@ -34,6 +48,21 @@ _DEFAULT_SPLITS = {"train": 10_000, "test": 2_000}
 # random-access format: KeyError (no splits), NotImplementedError (only TFRecord files), the others
 # for partial or unreadable folders.
 _NOT_ON_DISK = (KeyError, NotImplementedError, FileNotFoundError, AssertionError)
+# Image files that tfds can store as they are and decode without TensorFlow (through PIL).
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_PIL_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
+
+
+def _import_tfds(caller: str) -> Any:
+    """``tensorflow_datasets``, or an ImportError that names the extra to install."""
+    try:
+        import tensorflow_datasets as tfds  # imported here: 0.5 s that `import jaxdl` need not pay
+    except ImportError as err:
+        raise ImportError(
+            f"jaxdl.data.{caller} needs tensorflow-datasets, which is not installed: "
+            "pip install 'jaxdl[data]'"
+        ) from err
+    return tfds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,72 +93,11 @@ class DatasetInfo:
     synthetic: bool
 
 
-class SyntheticImageSource:
-    """A random-access, deterministic stand-in for an image-classification split.
-
-    Each class has a fixed random binary template (drawn from ``seed``, shared by all splits). Example
-    ``i`` blends its class's template with a random class's (weight ``U(0, 0.5)`` on the other), shifts
-    it by up to 2 pixels and adds Gaussian noise (std 80 grey levels), all drawn from
-    ``(seed, split, i)``: any example can be read in any order and always has the same value. A
-    linear classifier gets about 80% of 28x28 examples right, so a small network has something to
-    learn; the numbers say nothing about the real dataset.
-
-    Args:
-      num_examples: length of the source.
-      image_shape: ``(height, width, channels)``.
-      num_classes: number of classes; labels are uniform over ``range(num_classes)``.
-      seed: chooses the templates and the per-example draws.
-      split: a name mixed into the per-example seeds, so train and test differ.
-
-    Example:
-      >>> src = SyntheticImageSource(100, (28, 28, 1), 10, seed=0, split="train")
-      >>> len(src), src[3]["image"].shape, src[3]["image"].dtype, int(src[3]["label"]) < 10
-      (100, (28, 28, 1), dtype('uint8'), True)
-    """
-
-    def __init__(
-        self,
-        num_examples: int,
-        image_shape: Sequence[int],
-        num_classes: int,
-        *,
-        seed: int = 0,
-        split: str = "train",
-    ):
-        if num_examples < 0:
-            raise ValueError(f"num_examples must be non-negative, got {num_examples}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
-        self.num_examples = int(num_examples)
-        self.image_shape = tuple(int(d) for d in image_shape)
-        self.num_classes = int(num_classes)
-        self._seed = int(seed)
-        self._split_code = int.from_bytes(split.encode()[:8].ljust(8, b"\0"), "little")
-        # Sparse strokes on a dark background, roughly like digits.
-        draws = np.random.default_rng(self._seed).uniform(0.0, 1.0, (num_classes, *self.image_shape))
-        self._templates = (draws > 0.75).astype(np.float64)
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        index = int(index)
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"index {index} out of range for a source of length {self.num_examples}")
-        rng = np.random.default_rng([self._seed, self._split_code, index])
-        label, other = rng.integers(self.num_classes, size=2)
-        weight = rng.uniform(0.0, 0.5)
-        strokes = (1.0 - weight) * self._templates[label] + weight * self._templates[other]
-        strokes = np.roll(strokes, tuple(rng.integers(-2, 3, size=2)), axis=(0, 1))
-        image = 30.0 + 170.0 * strokes + rng.normal(0.0, 80.0, self.image_shape)
-        return {"image": np.clip(image, 0, 255).astype(np.uint8), "label": np.asarray(label, np.int64)}
-
-
 def image_classification(
     name: str,
     split: str,
     *,
-    data_dir: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     fallback: str | None = "synthetic",
     seed: int = 0,
 ):
@@ -154,7 +122,8 @@ def image_classification(
       ``len(source)`` its size; ``info`` is a `DatasetInfo`.
 
     Raises:
-      ValueError: unknown dataset, or a dataset without image/label features, or a bad ``fallback``.
+      ImportError: tensorflow-datasets is not installed (``pip install 'jaxdl[data]'``).
+      ValueError: unknown dataset (tfds's ``DatasetNotFoundError``, a ValueError), or a dataset without image/label features, or a bad ``fallback``.
       FileNotFoundError: the data is not prepared and ``fallback`` is None.
 
     Example:
@@ -165,7 +134,8 @@ def image_classification(
     """
     if fallback not in ("synthetic", None):
         raise ValueError(f"fallback must be 'synthetic' or None, got {fallback!r}")
-    import tensorflow_datasets as tfds  # imported here: 0.5 s that `import jaxdl` need not pay
+    tfds = _import_tfds("image_classification")
+    data_dir = None if data_dir is None else os.fspath(data_dir)
 
     builder = tfds.builder(name, data_dir=data_dir)
     features = builder.info.features
@@ -207,205 +177,145 @@ def image_classification(
     return source, info
 
 
-class ArraySource:
-    """A random-access source over a dict of equal-length arrays (row ``i`` of every field).
+def _scan_image_folder(
+    root: Path,
+) -> tuple[dict[str, list[tuple[Path, str]]], list[str], tuple[int, int, int]]:
+    """Splits -> [(file, class name)], the sorted class names, and the common image shape."""
+    from PIL import Image  # a dependency of tfds's NumPy image decoding
 
-    Lets in-memory data (generated tasks, NumPy datasets) use `Loader`, with a vectorised gather.
-
-    Args:
-      arrays: mapping from field name to an array whose leading axis indexes examples.
-
-    Example:
-      >>> src = ArraySource({"x": np.arange(6).reshape(3, 2), "y": np.array([0, 1, 0])})
-      >>> len(src), src[1]
-      (3, {'x': array([2, 3]), 'y': np.int64(1)})
-    """
-
-    def __init__(self, arrays: Mapping[str, np.ndarray]):
-        self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
-        lengths = {k: len(v) for k, v in self.arrays.items()}
-        if not lengths or len(set(lengths.values())) != 1:
-            raise ValueError(
-                f"arrays must be a non-empty mapping of equal-length arrays, got lengths {lengths}"
-            )
-        self._length = next(iter(lengths.values()))
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        return {k: v[index] for k, v in self.arrays.items()}
-
-    def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Rows ``indices`` of every field, as one batch."""
-        return {k: v[indices] for k, v in self.arrays.items()}
-
-
-class Loader:
-    """Deterministic, epoch-aware, process-sharded NumPy batches from a random-access source.
-
-    Epoch ``e`` visits a permutation drawn from ``(seed, e)`` (or the natural order when
-    ``shuffle=False``), in global batches of ``batch_size * process_count`` examples; this process
-    gets rows ``[process_index * batch_size, (process_index + 1) * batch_size)`` of each. Iteration
-    order depends only on ``(seed, epoch)``, so a run resumed at a step sees the same batches
-    (`stream` with ``start_step``).
-
-    Args:
-      source: anything with ``len(source)`` and ``source[i] -> dict`` of arrays (a ``tfds.data_source``,
-        `ArraySource`, `SyntheticImageSource`). Sources with a ``gather(indices)`` method are read in
-        one call per batch; others one example at a time.
-      batch_size: examples per batch on this process (the global batch is ``batch_size * process_count``).
-      seed: shuffling seed.
-      shuffle: reshuffle every epoch; False keeps the source order.
-      drop_remainder: drop the last incomplete global batch. False is allowed only with one process,
-        since processes must see batches of equal shape.
-      process_index, process_count: this process's place among ``process_count`` readers (default:
-        ``jax.process_index()`` and ``jax.process_count()``).
-      keys: the fields to batch (default: every field with a numeric dtype, e.g. dropping cifar10's
-        string ``id``).
-
-    Example:
-      >>> loader = Loader(ArraySource({"x": np.arange(10)}), batch_size=4, seed=0)
-      >>> len(loader), [b["x"].shape for b in loader.epoch(0)]
-      (2, [(4,), (4,)])
-    """
-
-    def __init__(
-        self,
-        source,
-        *,
-        batch_size: int,
-        seed: int = 0,
-        shuffle: bool = True,
-        drop_remainder: bool = True,
-        process_index: int | None = None,
-        process_count: int | None = None,
-        keys: Sequence[str] | None = None,
-    ):
-        process_index = jax.process_index() if process_index is None else int(process_index)
-        process_count = jax.process_count() if process_count is None else int(process_count)
-        if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if process_count < 1 or not 0 <= process_index < process_count:
-            raise ValueError(
-                f"need 0 <= process_index < process_count, got process_index={process_index}, "
-                f"process_count={process_count}"
-            )
-        if not drop_remainder and process_count > 1:
-            raise ValueError(
-                "drop_remainder=False needs process_count == 1: processes must see equal batches"
-            )
-        self.source = source
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.drop_remainder = bool(drop_remainder)
-        self.process_index = process_index
-        self.process_count = process_count
-        self.keys = None if keys is None else tuple(keys)
-        self.global_batch_size = self.batch_size * process_count
-        if len(self) == 0:
-            raise ValueError(
-                f"a source of {len(source)} examples gives no full global batch of {self.global_batch_size}"
-            )
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        full, rest = divmod(len(self.source), self.global_batch_size)
-        return full + (1 if rest and not self.drop_remainder else 0)
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The source indices of epoch ``epoch``, in visiting order (all processes, before sharding)."""
-        n = len(self.source)
-        if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng([self.seed, int(epoch)]).permutation(n)
-
-    def batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
-        """Batch ``index`` (``0 <= index < len(self)``) of epoch ``epoch`` for this process."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch index {index} out of range for {len(self)} batches per epoch")
-        return self._gather(self._rows(self.order(epoch), index))
-
-    def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-        """The batches of epoch ``epoch``: dicts of NumPy arrays with a leading batch axis."""
-        order = self.order(epoch)
-        for index in range(len(self)):
-            yield self._gather(self._rows(order, index))
-
-    def stream(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """Batches forever, epoch after epoch, beginning at global step ``start_step``.
-
-        Step ``s`` is batch ``s % len(self)`` of epoch ``s // len(self)``, so a run restored at step
-        ``s`` continues with exactly the batches it would have seen.
-        """
-        epoch, index = divmod(int(start_step), len(self))
-        while True:
-            order = self.order(epoch)
-            for i in range(index, len(self)):
-                yield self._gather(self._rows(order, i))
-            epoch, index = epoch + 1, 0
-
-    def _rows(self, order: np.ndarray, index: int) -> np.ndarray:
-        """This process's block of global batch ``index``."""
-        start = index * self.global_batch_size + self.process_index * self.batch_size
-        return order[start : start + self.batch_size]
-
-    def _gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        if hasattr(self.source, "gather"):
-            batch = self.source.gather(indices)
-        else:
-            # One item at a time: tfds's `__getitems__` is not reliable (broken under mock_data).
-            examples = [self.source[int(i)] for i in indices]
-            batch = {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
-        if self.keys is not None:
-            missing = set(self.keys) - set(batch)
-            if missing:
-                raise KeyError(f"keys {sorted(missing)} are not fields of the source: {sorted(batch)}")
-            return {k: batch[k] for k in self.keys}
-        return {k: v for k, v in batch.items() if np.issubdtype(v.dtype, np.number) or v.dtype == np.bool_}
+    if not root.is_dir():
+        raise FileNotFoundError(f"root must be a folder laid out as root/<split>/<class>/<image>, got {root}")
+    splits: dict[str, list[tuple[Path, str]]] = {}
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = [
+            (f, class_dir.name)
+            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir())
+            for f in sorted(class_dir.iterdir())
+            if f.suffix.lower() in _IMAGE_SUFFIXES
+        ]
+        if files:
+            splits[split_dir.name] = files
+    if not splits:
+        raise ValueError(
+            f"no images ({', '.join(_IMAGE_SUFFIXES)}) found under {root}/<split>/<class>/: "
+            "root must be laid out as for tfds.folder_dataset.ImageFolder"
+        )
+    classes = sorted({label for files in splits.values() for _, label in files})
+    shape = None
+    for files in splits.values():
+        for path, _ in files:
+            with Image.open(path) as image:
+                if image.mode not in _PIL_CHANNELS:
+                    raise ValueError(
+                        f"{path}: image mode {image.mode!r} is not one of {sorted(_PIL_CHANNELS)}"
+                    )
+                this = (image.height, image.width, _PIL_CHANNELS[image.mode])
+            if shape is None:
+                shape = this
+            elif this != shape:
+                raise ValueError(
+                    f"images must share one shape: {path} is {this}, the first image was {shape}"
+                )
+    assert shape is not None
+    return splits, classes, shape
 
 
-def normalize_images(images, mean=None, std=None) -> jax.Array:
-    """Integer pixels in ``[0, 255]`` to float32 in ``[0, 1]``, optionally standardised per channel.
+def prepare_image_folder(
+    root: str | os.PathLike[str],
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str],
+    version: str = "1.0.0",
+) -> Any:
+    """Prepare a folder of image files as a tfds dataset that `image_classification` can open.
 
-    Works on NumPy or JAX arrays and inside ``jit``; calling it in the jitted step lets the 4x smaller
-    uint8 batch cross to the device.
+    ``root`` is laid out as for ``tfds.folder_dataset.ImageFolder``: ``root/<split>/<class>/<image>``
+    (PNG or JPEG, all of one shape). ``ImageFolder`` itself decodes through ``tf.data``, i.e. needs
+    TensorFlow; this writes the same data once with tfds's own builder machinery as ArrayRecord files
+    under ``data_dir/name/version`` (the image files' bytes are stored as they are, nothing is
+    re-encoded or downloaded), after which ``tfds.data_source`` and `image_classification` read it
+    with random access and NumPy decoding (PIL), without TensorFlow. Labels are the class folder
+    names in sorted order (as ``ImageFolder`` numbers them); the examples are stored in the folder's
+    order (class, then file name), so ``source[i]`` is the ``i``-th file. A dataset already prepared under
+    ``data_dir`` at this version is left as it is; delete its folder to rebuild it.
 
     Args:
-      images: integer array ``(..., H, W, C)``.
-      mean, std: optional per-channel statistics ``(C,)`` in ``[0, 1]`` units; the result is
-        ``(images / 255 - mean) / std``.
+      root: the image folder.
+      name: the tfds dataset name to store it under (lower-case letters, digits and ``_``).
+      data_dir: the tfds data folder to write to (pass the same to `image_classification`).
+      version: the dataset version, ``"major.minor.patch"``.
 
     Returns:
-      float32 array of the same shape.
+      The tfds ``DatasetInfo`` of the prepared dataset (``.splits[split].num_examples``,
+      ``.features["label"].names``).
+
+    Raises:
+      ImportError: tensorflow-datasets is not installed (``pip install 'jaxdl[data]'``).
+      FileNotFoundError: ``root`` is not a folder.
+      ValueError: a bad ``name``, no images under ``root``, images of different shapes, or an image
+        mode other than L, RGB or RGBA.
 
     Example:
-      >>> normalize_images(np.array([[0, 255]], np.uint8))
-      Array([[0., 1.]], dtype=float32)
+      >>> import tempfile
+      >>> import numpy as np
+      >>> from PIL import Image
+      >>> folder = tempfile.TemporaryDirectory()
+      >>> tmp = Path(folder.name)
+      >>> for split, count in {"train": 3, "test": 2}.items():
+      ...     for label in ("cat", "dog"):
+      ...         (tmp / "images" / split / label).mkdir(parents=True)
+      ...         for i in range(count):
+      ...             Image.fromarray(np.full((4, 4), 60 * i, np.uint8)).save(tmp / "images" / split / label / f"{i}.png")
+      >>> info = prepare_image_folder(tmp / "images", "pets", data_dir=tmp / "tfds")
+      >>> info.features["label"].names, info.splits["train"].num_examples
+      (['cat', 'dog'], 6)
+      >>> source, pets = image_classification("pets", "test", data_dir=tmp / "tfds", fallback=None)
+      >>> pets.image_shape, pets.num_classes, len(source), int(source[3]["label"])
+      ((4, 4, 1), 2, 4, 1)
+      >>> folder.cleanup()
     """
-    dtype = np.asarray(images).dtype if not isinstance(images, jax.Array) else images.dtype
-    if not np.issubdtype(dtype, np.integer):
-        raise TypeError(f"images must hold integer pixels in [0, 255] (e.g. uint8), got dtype {dtype}")
-    x = jnp.asarray(images).astype(jnp.float32) / 255.0
-    if mean is not None:
-        x = x - jnp.asarray(mean, jnp.float32)
-    if std is not None:
-        x = x / jnp.asarray(std, jnp.float32)
-    return x
+    tfds = _import_tfds("prepare_image_folder")
+    if not isinstance(name, str) or not name or not all(c.islower() or c.isdigit() or c == "_" for c in name):
+        raise ValueError(
+            f"name must be a non-empty tfds name of lower-case letters, digits and _, got {name!r}"
+        )
+    splits, classes, shape = _scan_image_folder(Path(root))
+    features = tfds.features.FeaturesDict(
+        {"image": tfds.features.Image(shape=shape), "label": tfds.features.ClassLabel(names=classes)}
+    )
 
+    generator_builder: Any = tfds.core.GeneratorBasedBuilder
 
-def one_hot(labels, num_classes: int) -> jax.Array:
-    """Integer labels ``(...)`` to float32 one-hot vectors ``(..., num_classes)``.
+    class _ImageFolderBuilder(generator_builder, skip_registration=True):  # type: ignore[call-arg]
+        """A builder for this one folder; found again later from its files, by name and data_dir."""
 
-    Example:
-      >>> one_hot(np.array([2, 0]), 3)
-      Array([[0., 0., 1.],
-             [1., 0., 0.]], dtype=float32)
-    """
-    if not isinstance(num_classes, int | np.integer) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    dtype = np.asarray(labels).dtype if not isinstance(labels, jax.Array) else labels.dtype
-    if not np.issubdtype(dtype, np.integer):
-        raise TypeError(f"labels must be integers, got dtype {dtype}")
-    return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+        VERSION = tfds.core.Version(version)
+        # tfds looks for a checksums file next to a builder's code through `code_path`, which for a
+        # class defined inside a package touches `importlib_resources` (not installed on Python >= 3.9).
+        # This builder downloads nothing, so it has no code path.
+        code_path = None
+
+        def _info(self) -> Any:
+            # disable_shuffling: store the examples in the folder's order (class, then file name);
+            # `Loader` shuffles per epoch.
+            return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
+
+        # tfds announces "Downloading and preparing dataset ..."; nothing is downloaded here.
+        def _log_download_bytes(self) -> None:
+            pass
+
+        def _log_download_done(self) -> None:
+            pass
+
+        def _split_generators(self, dl_manager: Any) -> Any:
+            return {split: self._generate_examples(files) for split, files in splits.items()}
+
+        def _generate_examples(self, files: list[tuple[Path, str]]) -> Any:
+            for index, (path, label) in enumerate(files):
+                # A path makes tfds store the file's bytes as they are (no TensorFlow encoder).
+                yield index, {"image": tfds.core.Path(path), "label": label}
+
+    _ImageFolderBuilder.name = name
+    builder = _ImageFolderBuilder(data_dir=os.fspath(data_dir), file_format="array_record")
+    builder.download_and_prepare()
+    return builder.info
