@@ -19,13 +19,15 @@ def gradient_sequence(rng, params, steps, dtype=np.float64):
     return [{k: rng.normal(size=np.shape(p)).astype(dtype) for k, p in params.items()} for _ in range(steps)]
 
 
-def run(tx, params, grads_seq):
-    """Apply `tx` for len(grads_seq) steps with the given gradients; returns the params trajectory."""
+def run(tx, params, grads_seq, jit=False):
+    """Apply `tx` for len(grads_seq) steps with the given gradients; returns the params trajectory.
+    `jit` compiles the update once (op-by-op dispatch of a long update is slow on CPU)."""
     params = jax.tree.map(jnp.asarray, params)
     state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
     trajectory = []
     for grads in grads_seq:
-        updates, state = tx.update(grads, state, params)
+        updates, state = update(grads, state, params)
         params = optax.apply_updates(params, updates)
         trajectory.append(params)
     return trajectory

@@ -76,15 +76,13 @@ class Lamb(AdamW):
 
 
 def perp(g, w, renormalize=True):
-    """eq. (12) on one tensor, flattened; rescaled to ||g|| when renormalize."""
-    gf, wf = g.ravel(), w.ravel()
+    """eq. (12) on one tensor, flattened, in float64; rescaled to ||g|| when renormalize, exactly
+    as the authors' OrthoGrad does (eps 1e-30 in both divisions, no cap)."""
+    gf, wf = np.ravel(g).astype(np.float64), np.ravel(w).astype(np.float64)
     g_perp = gf - (wf @ gf) / (wf @ wf + 1e-30) * wf
     if renormalize:
-        # The authors' code rescales by ||g|| / ||g_perp||. jaxdl caps that factor at eps^(-1/4)
-        # (where ||g_perp||^2 < sqrt(eps) ||g||^2, g_perp is round-off: a scalar leaf, or g || w).
-        floor = np.sqrt(np.sqrt(np.finfo(gf.dtype).eps)) * np.linalg.norm(gf)
-        g_perp = g_perp * np.linalg.norm(gf) / (max(np.linalg.norm(g_perp), floor) + 1e-30)
-    return g_perp.reshape(g.shape)
+        g_perp = g_perp * np.linalg.norm(gf) / (np.linalg.norm(g_perp) + 1e-30)
+    return g_perp.reshape(np.shape(g))
 
 
 class PerpAdamW(AdamW):
