@@ -42,8 +42,7 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-Batch = Any
-Metrics = dict[str, jax.Array]
+from jaxdl._typing import Batch, Metrics
 
 
 class TrainState(NamedTuple):

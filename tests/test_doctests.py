@@ -1,4 +1,8 @@
-"""Every `>>>` example in jaxdl's docstrings runs and prints what it says."""
+"""Every `>>>` example in jaxdl's docstrings runs and prints what it says.
+
+The examples of every module run, private ones (``jaxdl.probes._operators``) and the package itself
+included; the every-public-name-has-an-example rule applies to public modules only.
+"""
 
 import doctest
 import importlib
@@ -8,14 +12,17 @@ import pytest
 
 import jaxdl
 
-MODULES = sorted(
-    info.name
-    for info in pkgutil.walk_packages(jaxdl.__path__, prefix="jaxdl.")
-    if not info.name.split(".")[-1].startswith("_")
+ALL_MODULES = sorted(
+    ["jaxdl", *(info.name for info in pkgutil.walk_packages(jaxdl.__path__, prefix="jaxdl."))]
 )
+MODULES = [name for name in ALL_MODULES if not name.split(".")[-1].startswith("_")]
 
 
-@pytest.mark.parametrize("name", MODULES)
+def test_private_modules_are_collected():
+    assert {"jaxdl._typing", "jaxdl.probes._operators"} <= set(ALL_MODULES) - set(MODULES)
+
+
+@pytest.mark.parametrize("name", ALL_MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(

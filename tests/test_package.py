@@ -1,11 +1,74 @@
+"""The package as a whole: simulated devices, one version, lazy subpackages (checked in a fresh interpreter)."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
 import jax
+import pytest
 
 import jaxdl
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("flax", "orbax", "tensorflow_datasets", "tensorflow")
 
 
 def test_eight_simulated_devices():
     assert jax.device_count() == 8
 
 
-def test_version_is_a_string():
-    assert isinstance(jaxdl.__version__, str)
+def test_version_is_written_once_and_read_by_the_build():
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|a\d+|b\d+|rc\d+)?", jaxdl.__version__)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["hatch"]["version"]["path"] == "jaxdl/__init__.py"
+
+
+def _top_level_modules_after(statement: str) -> set[str]:
+    """The top-level packages a fresh interpreter has loaded after running ``statement``."""
+    code = f"import sys\n{statement}\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(out.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[str, set[str]]:
+    # one interpreter per statement; `import jaxdl` is the cheap one, `jaxdl.optim` pays for jax + optax
+    return {s: _top_level_modules_after(s) for s in ("import jaxdl", "import jaxdl.optim")}
+
+
+def test_import_jaxdl_loads_no_subpackage_and_nothing_heavy(loaded):
+    modules = loaded["import jaxdl"]
+    assert "jaxdl" in modules
+    assert not modules & {*HEAVY, "jax", "optax"}, sorted(modules & {*HEAVY, "jax", "optax"})
+
+
+def test_import_jaxdl_optim_loads_optax_but_no_flax_orbax_or_tfds(loaded):
+    modules = loaded["import jaxdl.optim"]
+    assert {"jax", "optax"} <= modules
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_subpackages_load_on_first_attribute_access():
+    code = (
+        "import sys, jaxdl\n"
+        "assert 'jaxdl.parallel' not in sys.modules\n"
+        "jaxdl.parallel.TrainState\n"
+        "assert 'jaxdl.parallel' in sys.modules and 'jaxdl.checkpoint' not in sys.modules\n"
+        "try:\n    jaxdl.nope\nexcept AttributeError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "module 'jaxdl' has no attribute 'nope'" in out.stdout
+
+
+def test_dir_and_all_name_every_subpackage():
+    subpackages = {"checkpoint", "data", "losses", "nn", "optim", "parallel", "probes"}
+    assert subpackages <= set(jaxdl.__all__)
+    assert subpackages <= set(dir(jaxdl))
+    for name in jaxdl.__all__:
+        assert getattr(jaxdl, name) is not None

@@ -13,14 +13,14 @@ is TF32-like, which is enough to break the orthogonality Lanczos relies on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-PyTree = Any
+from jaxdl._typing import PyTree
+
 Operator = Callable[[PyTree], PyTree]
 
 _HIGHEST = jax.lax.Precision.HIGHEST

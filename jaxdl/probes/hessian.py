@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl._typing import PyTree
 from jaxdl.probes import _operators as ops
 from jaxdl.probes import lanczos as lz
-
-PyTree = Any
 
 # ---- curvature specifications -----------------------------------------------------------------
 

@@ -15,15 +15,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl._typing import PyTree
 from jaxdl.probes import hessian as hs
-
-PyTree = Any
 
 
 class StabilityReport(NamedTuple):
