@@ -61,3 +61,81 @@ def test_softmax_collapse_depends_on_dtype(x64):
     logits = jnp.array([[0.0, 17.0]])
     assert float(softmax_collapse_fraction(logits.astype(jnp.float32))) == 1.0
     assert float(softmax_collapse_fraction(logits.astype(jnp.float64))) == 0.0
+
+
+def _stce_grad_reference(logits, label):
+    """dL/dz of StCE in float64 from Def. 4, with the correct class's term written without
+    cancellation: dL/dz_j = s'(z_j)/S for j != y and -s'(z_y) (S - s_y)/(S s_y) for j = y."""
+    s = np.where(logits >= 0, logits + 1.0, 1.0 / (1.0 - np.minimum(logits, 0.0)))
+    ds = np.where(logits >= 0, 1.0, 1.0 / (1.0 - np.minimum(logits, 0.0)) ** 2)
+    total, others = s.sum(), np.delete(s, label).sum()
+    grad = ds / total
+    grad[label] = -ds[label] * others / (total * s[label])
+    return grad
+
+
+# The regime of late StableMax training on (a + b) mod 113, measured on an H200 at lr 1e-2:
+# the largest logit passes 1e5 around step 25k and 1e6 around step 35k, while the wrong classes'
+# logits sit far below zero. There the float32 loss loses the correct class's gradient (it is
+# 1 - p_y, formed from p_y ~ 1 - 1e-6), the float64 loss keeps it.
+LATE_LOGITS = np.array([1e6] + [-50.0] * 112)
+
+
+def test_float64_loss_keeps_the_gradient_float32_loses():
+    logits, labels = jnp.asarray(LATE_LOGITS[None], jnp.float32), jnp.array([0])
+    expected = _stce_grad_reference(LATE_LOGITS, 0)
+    grad = lambda dtype: jax.jit(jax.grad(lambda z: stablemax_cross_entropy(z, labels, dtype=dtype).sum()))(
+        logits
+    )[0]
+    g64, g32 = grad(jnp.float64), grad(None)
+    assert g64.dtype == jnp.float32  # computed in float64, returned in the logits' dtype
+    np.testing.assert_allclose(g64, expected, rtol=1e-6)
+    assert abs(g32[0] / expected[0] - 1) > 0.1  # float32: the correct class's gradient is off by 24%
+    np.testing.assert_allclose(g32[1:], expected[1:], rtol=1e-5)  # the wrong classes' are fine
+
+
+def test_float64_loss_same_under_jit_vmap_and_sharding(mesh, rng):
+    logits = jnp.asarray(rng.normal(scale=3.0, size=(8, 5)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 5, size=8))
+    expected = -np.log(stablemax_reference(np.asarray(logits, np.float64))[np.arange(8), labels])
+    ref_grad = np.stack(
+        [_stce_grad_reference(np.asarray(z, np.float64), int(y)) for z, y in zip(logits, labels, strict=True)]
+    )
+
+    @jax.jit
+    def both(z, y):
+        fn = lambda z, y: stablemax_cross_entropy(z, y, dtype=jnp.float64)
+        per_row = jax.vmap(fn)(z[:, None], y[:, None])[:, 0]
+        return fn(z, y), per_row, jax.grad(lambda z: fn(z, y).sum())(z)
+
+    put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))
+    for args in ((logits, labels), (put(logits), put(labels))):
+        loss, per_row, grad = both(*args)
+        np.testing.assert_allclose(loss, expected, rtol=1e-7)
+        np.testing.assert_allclose(per_row, expected, rtol=1e-7)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-6, atol=1e-9)
+
+
+def test_float64_loss_with_x64_on(x64):
+    logits = jnp.asarray(LATE_LOGITS[None])  # float64 under the fixture
+    loss = stablemax_cross_entropy(logits, jnp.array([0]))
+    assert loss.dtype == jnp.float64
+    others = (1.0 / 51.0) * 112
+    np.testing.assert_allclose(
+        loss, [np.log1p(others / (1e6 + 1))], rtol=2e-9
+    )  # lse - g_y cancels 13.8 - 13.8
+
+
+def test_adam_eps_freezes_late_stablemax_training():
+    # The other half of the cause: late in training the weights' gradients are ~1e-11 (Adam's
+    # second moment measured at ~2e-21 at step 30k), so optax's default eps = 1e-8 dominates
+    # sqrt(nu) and Adam's step shrinks ~1000-fold; the authors' eps = 1e-25 keeps it at ~lr.
+    import optax
+
+    grads = {"w": jnp.full((4,), 5e-11)}
+    params = {"w": jnp.ones((4,))}
+    step = lambda eps: optax.adamw(1e-2, b2=0.999, eps=eps, weight_decay=0.0).update(
+        grads, optax.adamw(1e-2, eps=eps).init(params), params
+    )[0]["w"]
+    np.testing.assert_allclose(step(1e-25), -1e-2, rtol=1e-5)
+    assert float(jnp.max(jnp.abs(step(1e-8)))) < 1e-4
