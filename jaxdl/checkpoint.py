@@ -9,20 +9,46 @@ Restoring needs a *target*: a pytree of the same structure, concrete or abstract
 ``jax.eval_shape``), which fixes the Python types (NamedTuples, ``nnx.State``), shapes and the device
 layout of the result. Without it orbax would return plain dicts and lists. Pass ``sharding=`` to
 restore every leaf onto another layout (a different mesh, one device) than the one it was saved from.
-The structure and shapes are checked against the saved metadata first, so a wrong target fails with
-a message naming the leaves that differ.
+The structure, shapes and dtypes are checked against the saved metadata first, so a wrong target fails
+with a message naming the leaves that differ. A dtype change (a float32 checkpoint restored into a
+bfloat16 target) is refused unless asked for with ``cast=True``: a silent cast would lose precision, or
+hide a target built from the wrong config.
+
+orbax is imported when the first `Checkpointer` is made, not with this module, so that packages
+importing `jaxdl.checkpoint` (an SDM head's save/restore) do not pay for it until they save.
 """
 
 from __future__ import annotations
 
+import importlib
+import numbers
 import os
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
+import numpy as np
+
+from jaxdl._typing import PyTree
+
+__all__ = ["Checkpointer"]
 
 
-def _path_name(path) -> str:
+def _ocp() -> Any:
+    """``orbax.checkpoint``, imported on first use (0.5 s that ``import jaxdl.checkpoint`` need not pay)."""
+    return importlib.import_module("orbax.checkpoint")
+
+
+def _as_step(step: Any) -> int:
+    """``step`` as a Python int: ints, NumPy integers and integer 0-d arrays (``state.step``) pass."""
+    if isinstance(step, bool) or not (
+        isinstance(step, numbers.Integral)
+        or (hasattr(step, "dtype") and np.ndim(step) == 0 and jax.dtypes.issubdtype(step.dtype, np.integer))
+    ):
+        raise TypeError(f"step must be an integer (e.g. int(state.step)), got {step!r}")
+    return int(step)
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
     """``params/hidden/w`` for a key path, whatever containers (dict, NamedTuple, list) it runs through."""
     parts = []
     for entry in path:
@@ -35,14 +61,14 @@ def _path_name(path) -> str:
     return "/".join(parts)
 
 
-def _stored_shape_dtype(leaf) -> tuple[tuple[int, ...], Any]:
+def _stored_shape_dtype(leaf: Any) -> tuple[tuple[int, ...], Any]:
     """The shape and dtype a target leaf has on disk (typed PRNG keys are stored as their key data)."""
     if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         leaf = jax.eval_shape(jax.random.key_data, leaf)
     return tuple(leaf.shape), leaf.dtype
 
 
-def _abstract(leaf, sharding):
+def _abstract(leaf: Any, sharding: jax.sharding.Sharding | None) -> jax.ShapeDtypeStruct:
     if sharding is not None:
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
     if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is not None:
@@ -93,6 +119,7 @@ class Checkpointer:
         if save_interval_steps < 1:
             raise ValueError(f"save_interval_steps must be a positive integer, got {save_interval_steps}")
         self.directory = os.path.abspath(os.fspath(directory))
+        ocp = _ocp()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             save_interval_steps=save_interval_steps,
@@ -103,14 +130,36 @@ class Checkpointer:
             self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
         )
 
-    def save(self, step: int, state, *, force: bool = False) -> bool:
+    def save(self, step: int, state: PyTree, *, force: bool = False) -> bool:
         """Save ``state`` (any pytree of arrays) as checkpoint ``step``; returns whether it saved.
 
-        Raises if ``step`` is already saved.
-        """
-        return self._manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
+        Returns False only when ``save_interval_steps`` skips ``step`` (and ``force`` is not set).
 
-    def restore(self, target, *, step: int | None = None, sharding: jax.sharding.Sharding | None = None):
+        Raises:
+          TypeError: ``step`` is not an integer (``1.7``, ``True``); an integer 0-d array such as
+            ``state.step`` is accepted.
+          ValueError: ``step`` is already saved, or older than the latest saved step (checkpoints are
+            saved in increasing step order; `restore` an older one and save under a new step instead).
+        """
+        step = _as_step(step)
+        steps = self.all_steps()
+        if step in steps:
+            raise ValueError(f"step {step} is already saved in {self.directory}; saved steps: {steps}")
+        if steps and step < steps[-1]:
+            raise ValueError(
+                f"step {step} is older than the latest saved step {steps[-1]} in {self.directory}; "
+                "checkpoints are saved in increasing step order"
+            )
+        return bool(self._manager.save(step, args=_ocp().args.StandardSave(state), force=force))
+
+    def restore(
+        self,
+        target: PyTree,
+        *,
+        step: int | None = None,
+        sharding: jax.sharding.Sharding | None = None,
+        cast: bool = False,
+    ) -> PyTree:
         """Restore checkpoint ``step`` (default: the latest) into the structure and types of ``target``.
 
         Args:
@@ -119,10 +168,13 @@ class Checkpointer:
           step: which checkpoint.
           sharding: if given, place every leaf with this sharding instead (e.g.
             ``NamedSharding(mesh, P())`` to replicate on a new mesh).
+          cast: allow leaves whose dtype differs from the saved one (e.g. float32 weights restored as
+            bfloat16 for inference); each is converted on restore. Without it a dtype change is an error.
 
         Raises:
           FileNotFoundError: there is no checkpoint, or none at ``step``.
-          ValueError: ``target`` does not match the saved tree (missing or extra leaves, shapes).
+          ValueError: ``target`` does not match the saved tree (missing or extra leaves, shapes, or
+            dtypes without ``cast``).
         """
         self._manager.wait_until_finished()
         steps = self.all_steps()
@@ -130,26 +182,35 @@ class Checkpointer:
             if not steps:
                 raise FileNotFoundError(f"no checkpoint in {self.directory}")
             step = steps[-1]
+        step = _as_step(step)
         if step not in steps:
             raise FileNotFoundError(
                 f"no checkpoint for step {step} in {self.directory}; saved steps: {steps}"
             )
-        self._check_compatible(target, step)
+        self._check_compatible(target, step, cast)
         abstract = jax.tree.map(lambda leaf: _abstract(leaf, sharding), target)
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return self._manager.restore(step, args=_ocp().args.StandardRestore(abstract))
 
-    def _check_compatible(self, target, step: int) -> None:
-        saved = jax.tree_util.tree_flatten_with_path(self._manager.item_metadata(step).tree)[0]
-        saved = {_path_name(path): (tuple(m.shape), m.dtype) for path, m in saved}
-        wanted = jax.tree_util.tree_flatten_with_path(target)[0]
-        wanted = {_path_name(path): _stored_shape_dtype(leaf) for path, leaf in wanted}
+    def _check_compatible(self, target: PyTree, step: int, cast: bool) -> None:
+        flat_saved = jax.tree_util.tree_flatten_with_path(self._manager.item_metadata(step).tree)[0]
+        saved = {_path_name(path): (tuple(m.shape), m.dtype) for path, m in flat_saved}
+        flat_wanted = jax.tree_util.tree_flatten_with_path(target)[0]
+        wanted = {_path_name(path): _stored_shape_dtype(leaf) for path, leaf in flat_wanted}
+        common = sorted(wanted.keys() & saved.keys())
         problems = [f"missing from the checkpoint: {name}" for name in wanted.keys() - saved.keys()]
         problems += [f"not in the target: {name}" for name in saved.keys() - wanted.keys()]
         problems += [
             f"{name}: checkpoint has shape {saved[name][0]}, target {wanted[name][0]}"
-            for name in wanted.keys() & saved.keys()
+            for name in common
             if saved[name][0] != wanted[name][0]
         ]
+        if not cast:
+            problems += [
+                f"{name}: checkpoint has dtype {np.dtype(saved[name][1])}, target {np.dtype(wanted[name][1])}"
+                " (pass cast=True to convert)"
+                for name in common
+                if np.dtype(saved[name][1]) != np.dtype(wanted[name][1])
+            ]
         if problems:
             listed = "\n  ".join(sorted(problems)[:10])
             more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
@@ -177,5 +238,5 @@ class Checkpointer:
     def __enter__(self) -> Checkpointer:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -32,6 +32,7 @@ joined by ``jax.distributed`` over gloo: they train exactly like one process wit
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -42,7 +43,21 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxdl._typing import Batch, Metrics
+from jaxdl._typing import Batch, Metrics, PRNGKey, PyTree
+
+__all__ = [
+    "TrainState",
+    "create_train_state",
+    "data_mesh",
+    "data_parallel",
+    "data_parallel_pmap",
+    "replicate",
+    "replicate_for_pmap",
+    "shard_batch",
+    "split_for_pmap",
+    "train_step",
+    "unreplicate",
+]
 
 
 class TrainState(NamedTuple):
@@ -71,20 +86,60 @@ class TrainState(NamedTuple):
     key: jax.Array
 
 
-def create_train_state(params, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
+def _check_key(key: Any, name: str = "key") -> None:
+    """A typed PRNG key (``jax.random.key``) or a legacy ``uint32[2]`` key (``jax.random.PRNGKey``)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and jnp.ndim(key) == 0:
+        return
+    if dtype == jnp.uint32 and jnp.shape(key) == (2,):
+        return
+    raise TypeError(f"{name} must be one PRNG key, jax.random.key(seed), got {key!r}")
+
+
+def create_train_state(params: PyTree, optimizer: optax.GradientTransformation, key: PRNGKey) -> TrainState:
     """A `TrainState` at step 0.
 
     Args:
       params: pytree of arrays.
       optimizer: an optax ``GradientTransformation``.
-      key: a PRNG key (``jax.random.key(seed)``).
+      key: one PRNG key, ``jax.random.key(seed)`` (a legacy ``jax.random.PRNGKey(seed)`` works too).
+
+    Raises:
+      TypeError: ``optimizer`` is not a ``GradientTransformation`` (e.g. the factory ``optax.sgd``
+        itself), or ``key`` is not a single PRNG key (a plain integer seed such as ``0``).
 
     Example:
       >>> state = create_train_state({"w": jnp.ones(3)}, optax.sgd(0.1), jax.random.key(0))
       >>> int(state.step), state.params["w"].shape
       (0, (3,))
     """
+    _check_optimizer(optimizer)
+    _check_key(key)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), key)
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"optimizer must be an optax GradientTransformation (e.g. optax.sgd(0.1)), got "
+            f"{type(optimizer).__name__}"
+        )
+
+
+def _check_loss_fn(loss_fn: Any) -> None:
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(params, batch, key), got {loss_fn!r}")
+    try:
+        signature = inspect.signature(loss_fn)
+    except (TypeError, ValueError):  # builtins and some C callables have no signature: trust them
+        return
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        raise TypeError(
+            f"loss_fn must accept three positional arguments (params, batch, key), got the signature "
+            f"{signature}; add an unused `key` argument if the loss needs no randomness"
+        ) from None
 
 
 def train_step(
@@ -108,6 +163,10 @@ def train_step(
         per-device randomness.
       has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
 
+    Raises:
+      TypeError: ``loss_fn`` is not callable with ``(params, batch, key)``; ``optimizer`` is not a
+        ``GradientTransformation``; when the step is traced, ``loss_fn`` returns a non-scalar loss.
+
     Returns:
       ``step(state, batch) -> (state, metrics)``, metrics ``{"loss": ..., **aux}``.
 
@@ -123,15 +182,26 @@ def train_step(
       >>> int(state.step), float(metrics["loss"]), state.params["w"].tolist()
       (1, 1.0, [0.10000000149011612, -0.10000000149011612])
     """
+    _check_loss_fn(loss_fn)
+    _check_optimizer(optimizer)
 
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable as loss_fn(params, batch, key), got {loss_fn!r}")
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(f"optimizer must be an optax GradientTransformation, got {type(optimizer).__name__}")
+    def scalar_loss(params: PyTree, batch: Batch, key: PRNGKey) -> Any:
+        out = loss_fn(params, batch, key)
+        loss = out[0] if has_aux else out
+        if isinstance(loss, tuple | list | dict):
+            raise TypeError(
+                f"loss_fn returned a {type(loss).__name__}: return a scalar loss, or (loss, aux) with "
+                "has_aux=True"
+            )
+        if jnp.shape(loss) != ():  # shapes are static: this runs once, at trace time
+            raise TypeError(
+                f"loss_fn must return a scalar loss (the mean over the batch), got shape {jnp.shape(loss)}"
+            )
+        return out
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         key = jax.random.fold_in(state.key, state.step)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
+        grad_fn = jax.value_and_grad(scalar_loss, has_aux=has_aux)
         value, grads = grad_fn(state.params, batch, key)
         loss, aux = value if has_aux else (value, {})
         metrics = {"loss": loss, **aux}
@@ -177,9 +247,13 @@ def shard_batch(batch: Batch, mesh: Mesh, *, axis_name: str = "data") -> Batch:
     the global array of all processes' rows, in process order.
 
     Args:
-      batch: pytree of arrays with a common leading dimension, divisible by this process's devices.
+      batch: pytree of arrays with a common leading dimension, a positive multiple of this process's
+        devices.
       mesh: a mesh from `data_mesh`.
       axis_name: the mesh axis to split over.
+
+    Raises:
+      ValueError: a leaf is a scalar, has no rows, or its rows do not split evenly over the devices.
 
     Example:
       >>> x = shard_batch({"x": np.zeros((4, 3))}, data_mesh(jax.devices()[:1]))["x"]
@@ -189,33 +263,49 @@ def shard_batch(batch: Batch, mesh: Mesh, *, axis_name: str = "data") -> Batch:
     sharding = NamedSharding(mesh, P(axis_name))
     local_devices = len(sharding.addressable_devices)
 
-    def put(x):
+    def put(x: Any) -> jax.Array:
         x = np.asarray(x)
-        if x.ndim == 0 or x.shape[0] % local_devices:
+        if x.ndim == 0 or x.shape[0] == 0 or x.shape[0] % local_devices:
             raise ValueError(
                 f"batch leaves need a leading axis divisible by the {local_devices} local devices of the "
-                f"mesh, got shape {x.shape}"
+                f"mesh (and at least one row), got shape {x.shape}"
             )
         return jax.make_array_from_process_local_data(sharding, x)
 
     return jax.tree.map(put, batch)
 
 
-def replicate(tree, mesh: Mesh):
+@functools.lru_cache(maxsize=32)
+def _copy_to(sharding: NamedSharding) -> Callable[[PyTree], PyTree]:
+    """A jitted copy of a pytree onto ``sharding`` (one compilation per sharding and tree shapes)."""
+    return jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=sharding)
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """Copy every leaf of ``tree`` to all devices of ``mesh`` (``NamedSharding(mesh, P())``).
+
+    The result never shares buffers with ``tree``: `data_parallel`'s step donates (deletes) the state
+    it is given, and the caller's arrays must survive that. (``jax.device_put`` alone would reuse the
+    input's buffer for the copy on its own device, so the donated step would delete the caller's
+    ``params`` too.) Peak memory is briefly two copies per device.
 
     With several processes every process must pass the same values (e.g. parameters initialised from
     the same seed); each places its copy on its own devices.
 
     Example:
-      >>> replicate({"w": jnp.ones(2)}, data_mesh(jax.devices()[:1]))["w"].sharding.spec
+      >>> params = {"w": jnp.ones(2)}
+      >>> replicated = replicate(params, data_mesh(jax.devices()[:1]))
+      >>> replicated["w"].sharding.spec
       P()
+      >>> replicated["w"].delete()  # as a donating step would
+      >>> params["w"].is_deleted()  # the caller's array is untouched
+      False
     """
     sharding = NamedSharding(mesh, P())
     if sharding.is_fully_addressable:
-        return jax.device_put(tree, sharding)
+        return _copy_to(sharding)(jax.device_put(tree, sharding))
 
-    def put(x):  # several processes: each supplies its (identical) copy for its own devices
+    def put(x: Any) -> jax.Array:  # several processes: each supplies its (identical) copy for its own devices
         if jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):
             return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
         x = np.asarray(x)
@@ -241,11 +331,16 @@ def data_parallel(
       step_fn: ``step(state, batch) -> (state, metrics)``.
       mesh: from `data_mesh`.
       axis_name: the mesh axis the batch is split over.
-      donate: donate the input state's buffers (the caller must not reuse the state it passed in).
+      donate: donate the input state's buffers (the caller must not reuse the state it passed in;
+        `replicate` copies, so the arrays it was given stay valid).
 
     Returns:
       The jitted step. Pass a state placed with `replicate` and a batch placed with `shard_batch` (or,
       on one host, NumPy arrays, which it places itself).
+
+    Raises:
+      ValueError: (on each call) a batch leaf has no rows, or rows that do not split evenly over the
+        mesh axis; an empty batch would give a NaN loss.
 
     Example:
       >>> mesh = data_mesh(jax.devices()[:1])
@@ -256,6 +351,11 @@ def data_parallel(
       >>> float(metrics["loss"])
       1.0
     """
+    if axis_name not in mesh.shape:
+        raise ValueError(
+            f"axis_name {axis_name!r} is not an axis of the mesh, whose axes are {mesh.axis_names}"
+        )
+    num_shards = mesh.shape[axis_name]
     replicated = NamedSharding(mesh, P())
     jitted = jax.jit(
         step_fn,
@@ -266,6 +366,13 @@ def data_parallel(
 
     @functools.wraps(step_fn)
     def run(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(batch)[0]:
+            shape = jnp.shape(leaf)
+            if not shape or shape[0] == 0 or shape[0] % num_shards:
+                raise ValueError(
+                    f"batch{jax.tree_util.keystr(path)} needs a leading (batch) axis that is a positive "
+                    f"multiple of the {num_shards} devices on mesh axis {axis_name!r}, got shape {shape}"
+                )
         with jax.set_mesh(mesh):  # with Explicit axes, shardings are typed against this mesh while tracing
             return jitted(state, batch)
 
@@ -298,7 +405,7 @@ def data_parallel_pmap(
     return jax.pmap(step_fn, axis_name=axis_name, devices=devices, donate_argnums=(0,) if donate else ())
 
 
-def replicate_for_pmap(tree, devices: int | Sequence[jax.Device] | None = None):
+def replicate_for_pmap(tree: PyTree, devices: int | Sequence[jax.Device] | None = None) -> PyTree:
     """One copy of every leaf per device, stacked along a new leading axis (the pmap layout).
 
     Args:
@@ -314,10 +421,12 @@ def replicate_for_pmap(tree, devices: int | Sequence[jax.Device] | None = None):
       (1, 3)
     """
     if devices is None or isinstance(devices, int | np.integer):
-        devices = jax.local_devices()[: devices or None]
-    sharding = NamedSharding(Mesh(np.asarray(devices), ("devices",)), P("devices"))
+        device_list = jax.local_devices()[: devices or None]
+    else:
+        device_list = list(devices)
+    sharding = NamedSharding(Mesh(np.asarray(device_list), ("devices",)), P("devices"))
     return jax.tree.map(
-        lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices), *jnp.shape(x))), sharding), tree
+        lambda x: jax.device_put(jnp.broadcast_to(x, (len(device_list), *jnp.shape(x))), sharding), tree
     )
 
 
@@ -329,7 +438,7 @@ def split_for_pmap(batch: Batch, num_devices: int) -> Batch:
       (4, 2, 3)
     """
 
-    def split(x):
+    def split(x: Any) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim == 0 or x.shape[0] % num_devices:
             raise ValueError(
@@ -340,7 +449,7 @@ def split_for_pmap(batch: Batch, num_devices: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def unreplicate(tree):
+def unreplicate(tree: PyTree) -> PyTree:
     """The first device's copy of every leaf of a pmap-layout tree.
 
     Example:
