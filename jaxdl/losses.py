@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.nn.activations import log_stablemax
-from jaxdl.nn.sdm.activation import sdm_log_loss
+from jaxdl.nn.sdm.activation import sdm_log_prob
 
 __all__ = ["sdm_log_loss", "softmax_collapse_fraction", "stablemax_cross_entropy"]
 
@@ -164,3 +164,36 @@ def softmax_collapse_fraction(logits: jax.typing.ArrayLike) -> jax.Array:
         raise ValueError(f"logits must have at least one row and one class, got shape {logits.shape}")
     total = jnp.sum(jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)), axis=-1)
     return jnp.mean((total == 1).astype(jnp.float32))
+
+
+def sdm_log_loss(logits: jax.Array, labels: jax.Array, q: jax.Array, d: jax.Array) -> jax.Array:
+    """Per-example SDM loss ``CE(z * d * ln(2+q), y) / ln(2+q)`` (Schmaltz, arXiv:2509.12760, Eq. 7), optax-style.
+
+    With q = e-2 and d = 1 this is ``optax.softmax_cross_entropy_with_integer_labels``. Take the mean
+    over examples for the training objective. No gradient flows into q or d.
+
+    Args:
+      logits: ``[..., C]`` logits z'.
+      labels: ``[...]`` integer labels in ``[0, C)``.
+      q: ``[...]`` similarity (or a scalar).
+      d: ``[...]`` distance quantile (or a scalar).
+
+    Returns:
+      ``[...]`` losses.
+
+    >>> import jax.numpy as jnp
+    >>> from jaxdl.losses import sdm_log_loss
+    >>> loss = sdm_log_loss(jnp.array([[1.0, 3.0]]), jnp.array([1]), q=jnp.array([6.0]), d=jnp.array([1.0]))
+    >>> loss.round(4)
+    Array([0.0075], dtype=float32)
+    """
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"sdm_log_loss: labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != jnp.shape(logits)[:-1]:
+        raise ValueError(
+            f"sdm_log_loss: labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}, "
+            f"got {labels.shape}"
+        )
+    log_prob = sdm_log_prob(logits, q, d, axis=-1)
+    return -jnp.take_along_axis(log_prob, labels[..., None], axis=-1)[..., 0]

@@ -1,4 +1,4 @@
-"""The SDM activation and its log-base loss.
+"""The SDM activation and its log in base 2+q (the loss built on it, `sdm_log_loss`, is in `jaxdl.losses`).
 
 Schmaltz, "Similarity-Distance-Magnitude Activations", arXiv:2509.12760, Eq. 6-7 (the same
 activation as Eq. 7 of "Similarity-Distance-Magnitude Universal Verification", arXiv:2502.20167):
@@ -85,35 +85,3 @@ def sdm_log_prob(logits: jax.Array, q: jax.Array, d: jax.Array, axis: int = -1) 
     """
     scaled, log_base = _scale(logits, q, d, axis, "sdm_log_prob")
     return jax.nn.log_softmax(scaled, axis=axis) / jnp.expand_dims(log_base, axis)
-
-
-def sdm_log_loss(logits: jax.Array, labels: jax.Array, q: jax.Array, d: jax.Array) -> jax.Array:
-    """Per-example SDM loss ``CE(z * d * ln(2+q), y) / ln(2+q)`` ([ACT] Eq. 7), optax-style.
-
-    With q = e-2 and d = 1 this is ``optax.softmax_cross_entropy_with_integer_labels``. Take the mean
-    over examples for the training objective. No gradient flows into q or d.
-
-    Args:
-      logits: ``[..., C]`` logits z'.
-      labels: ``[...]`` integer labels in ``[0, C)``.
-      q: ``[...]`` similarity (or a scalar).
-      d: ``[...]`` distance quantile (or a scalar).
-
-    Returns:
-      ``[...]`` losses.
-
-    >>> import jax.numpy as jnp
-    >>> loss = sdm_log_loss(jnp.array([[1.0, 3.0]]), jnp.array([1]), q=jnp.array([6.0]), d=jnp.array([1.0]))
-    >>> loss.round(4)
-    Array([0.0075], dtype=float32)
-    """
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"sdm_log_loss: labels must be integers, got dtype {labels.dtype}")
-    if labels.shape != jnp.shape(logits)[:-1]:
-        raise ValueError(
-            f"sdm_log_loss: labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}, "
-            f"got {labels.shape}"
-        )
-    log_prob = sdm_log_prob(logits, q, d, axis=-1)
-    return -jnp.take_along_axis(log_prob, labels[..., None], axis=-1)[..., 0]

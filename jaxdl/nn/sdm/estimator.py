@@ -15,15 +15,18 @@ import jax.numpy as jnp
 
 from jaxdl.nn.sdm.activation import sdm_activation
 from jaxdl.nn.sdm.calibration import SDMCalibration, high_reliability, lower_distance, rescaled_similarity
-from jaxdl.nn.sdm.neighbours import nearest_neighbours
+from jaxdl.nn.sdm.index import ExemplarIndex, build_index
 from jaxdl.nn.sdm.similarity import ClassECDF, distance_quantile, similarity_q
+
+_INDEX_OPTIONS = ("compute_dtype", "precision", "mesh", "axis_name")
 
 
 class ExemplarMemory(NamedTuple):
     """The training exemplars (the support set D_tr) searched for q and d.
 
     Attributes:
-      vectors: ``[N, M]`` exemplar vectors h'_tr.
+      vectors: ``[N, M]`` exemplar vectors h'_tr, as an `ExemplarIndex` (prepared once for search, as
+        `fit_sdm` stores them) or a plain array (indexed on every search).
       labels: ``[N]`` int32 true labels y_tr (a label outside the classes, e.g. -99, never matches).
       predictions: ``[N]`` int32 predicted classes ŷ_tr = argmax z'_tr.
 
@@ -36,7 +39,7 @@ class ExemplarMemory(NamedTuple):
       [True, True, False]
     """
 
-    vectors: jax.Array
+    vectors: ExemplarIndex | jax.Array
     labels: jax.Array
     predictions: jax.Array
 
@@ -72,8 +75,8 @@ class SDMState(NamedTuple):
 
     Example:
       >>> from jaxdl.nn.sdm import SDMState
-      >>> from jaxdl.nn.sdm.head import empty_state
-      >>> state = empty_state(hidden=4, num_classes=2)  # the state of an unfitted SDMHead
+      >>> from jaxdl.nn.sdm.head import _empty_state
+      >>> state = _empty_state(hidden=4, num_classes=2)  # the state of an unfitted SDMHead
       >>> isinstance(state, SDMState), state.memory.vectors.shape, state.calibration_points.probs.shape
       (True, (0, 4), (0, 2))
     """
@@ -153,7 +156,8 @@ def similarity_and_distance(
       memory: the training exemplars.
       k: neighbours searched, the cap on q.
       exclude: optional ``[B]`` memory row of each query to skip (training points).
-      **search_options: passed to `nearest_neighbours` (block sizes, ``compute_dtype``, ``mesh``).
+      **search_options: passed to `ExemplarIndex.search` (block sizes, ``approximate``); index options
+        (``compute_dtype``, ``precision``, ``mesh``, ``axis_name``) index the exemplars anew for this call.
 
     Returns:
       ``(q [B] int32, nearest_distance [B], neighbours [B, k])``.
@@ -172,9 +176,11 @@ def similarity_and_distance(
       >>> q.tolist(), [round(v, 4) for v in nearest.tolist()]  # squared distances 0.5² and 1²
       ([2, 0], [0.25, 1.0])
     """
-    sq_distances, neighbours = nearest_neighbours(
-        exemplar_vectors, memory.vectors, k, exclude=exclude, **search_options
-    )
+    index_options = {name: search_options.pop(name) for name in _INDEX_OPTIONS if name in search_options}
+    index = memory.vectors
+    if index_options or not isinstance(index, ExemplarIndex):
+        index = build_index(index.exemplars if isinstance(index, ExemplarIndex) else index, **index_options)
+    sq_distances, neighbours = index.search(exemplar_vectors, k, exclude=exclude, **search_options)
     q = similarity_q(neighbours, predictions, memory.labels, memory.predictions)
     return q, sq_distances[:, 0], neighbours
 
@@ -189,7 +195,7 @@ def sdm_estimate(
       exemplar_vectors: ``[B, M]`` adaptor exemplar vectors h'.
       state: memory, distance eCDFs and calibration of a fitted head.
       k: neighbours searched (at most the memory size).
-      **search_options: passed to `nearest_neighbours`.
+      **search_options: passed to `similarity_and_distance`.
 
     Returns:
       An `SDMOutput`.

@@ -15,6 +15,7 @@ Schmaltz, "Similarity-Distance-Magnitude Activations", arXiv:2509.12760, §3.1.6
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,10 +23,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxdl.nn.sdm.activation import sdm_activation, sdm_log_loss
+from jaxdl.nn.sdm.activation import sdm_activation
 from jaxdl.nn.sdm.calibration import rescaled_similarity
-from jaxdl.nn.sdm.estimator import CalibrationPoints, ExemplarMemory, similarity_and_distance
-from jaxdl.nn.sdm.head import SDMHead, empty_state
+from jaxdl.nn.sdm.estimator import _INDEX_OPTIONS, CalibrationPoints, ExemplarMemory, similarity_and_distance
+from jaxdl.nn.sdm.head import SDMHead, _empty_state
+from jaxdl.nn.sdm.index import build_index
 from jaxdl.nn.sdm.similarity import class_ecdf, distance_quantile
 
 
@@ -55,6 +57,10 @@ def _check_split(name: str, split, in_features: int, num_classes: int, min_size:
     if y.shape != x.shape[:1] or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
             f"fit_sdm: {name} labels must be integers of shape [{x.shape[0]}], got {y.dtype} {y.shape}"
+        )
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise ValueError(
+            f"fit_sdm: {name} features must be finite numbers, got nan or inf entries (or dtype {x.dtype})"
         )
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"fit_sdm: {name} labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
@@ -94,7 +100,8 @@ def fit_sdm(
       rounds: J, the number of shuffled rounds (10 in the paper).
       alpha: if not None, run ``head.calibrate(alpha)`` at the end.
       progress: show a progress bar (needs tqdm).
-      **search_options: passed to `nearest_neighbours` (block sizes, ``compute_dtype``, ``mesh``).
+      **search_options: index options (``compute_dtype``, ``precision``, ``mesh``: see `build_index`) for
+        the exemplar index the head keeps, and search options (block sizes) for `ExemplarIndex.search`.
 
     Returns:
       A history dict: ``train_loss`` and ``calibration_loss`` (one list of per-epoch values per round),
@@ -121,8 +128,12 @@ def fit_sdm(
     x_tr, y_tr = _check_split("train", train, head.in_features, head.num_classes, 2)
     x_ca, y_ca = _check_split("calibration", calibration, head.in_features, head.num_classes, 1)
     optimizer = optax.adam(1e-5) if optimizer is None else optimizer
+    index_options = {name: value for name, value in search_options.items() if name in _INDEX_OPTIONS}
+    search_only = {name: value for name, value in search_options.items() if name not in _INDEX_OPTIONS}
     num_classes = head.num_classes
-    graphdef, params, others = nnx.split(head, nnx.Param, ...)
+    graphdef, params, others = nnx.split(head, nnx.Param, ...)  # type: ignore[misc]
+
+    from jaxdl.losses import sdm_log_loss  # here: jaxdl.losses imports this package
 
     def loss_fn(params, others, x, y, q, d, weight):
         logits, _ = nnx.merge(graphdef, params, others)(x)
@@ -148,15 +159,16 @@ def fit_sdm(
         model = nnx.merge(graphdef, params, others)
         logits_tr, vectors_tr = model(x_tr)
         logits_ca, vectors_ca = model(x_ca)
-        memory = ExemplarMemory(vectors_tr, y_tr, jnp.argmax(logits_tr, axis=-1).astype(jnp.int32))
+        index = build_index(vectors_tr, **index_options)  # norms (and shards) once for both searches
+        memory = ExemplarMemory(index, y_tr, jnp.argmax(logits_tr, axis=-1).astype(jnp.int32))
         k_tr = min(head.k, x_tr.shape[0] - 1)
         q_tr, nearest_tr, _ = similarity_and_distance(
-            vectors_tr, memory.predictions, memory, k_tr, exclude=jnp.arange(x_tr.shape[0]), **search_options
+            vectors_tr, memory.predictions, memory, k_tr, exclude=jnp.arange(x_tr.shape[0]), **search_only
         )
         d_tr = distance_quantile(nearest_tr, class_ecdf(nearest_tr, y_tr, num_classes, where=q_tr > 0))
         prediction_ca = jnp.argmax(logits_ca, axis=-1)
         q_ca, nearest_ca, _ = similarity_and_distance(
-            vectors_ca, prediction_ca, memory, min(head.k, x_tr.shape[0]), **search_options
+            vectors_ca, prediction_ca, memory, min(head.k, x_tr.shape[0]), **search_only
         )
         distance_ecdf = class_ecdf(nearest_ca, y_ca, num_classes, where=q_ca > 0)
         q_ca = q_ca.astype(logits_ca.dtype)
@@ -166,7 +178,7 @@ def fit_sdm(
         q_prime_ca = rescaled_similarity(
             q_ca, jnp.take_along_axis(probs_ca, prediction_ca[:, None], axis=1)[:, 0]
         )
-        state = empty_state(head.hidden, num_classes, logits_ca.dtype)._replace(
+        state = _empty_state(head.hidden, num_classes, logits_ca.dtype)._replace(
             memory=memory,
             distance_ecdf=distance_ecdf,
             calibration_points=CalibrationPoints(probs_ca, q_prime_ca, y_ca),
@@ -178,8 +190,8 @@ def fit_sdm(
         order = np.pad(order, (0, -n % batch_size), constant_values=-1)
         return jnp.asarray(order.reshape(-1, batch_size))
 
-    history = {"train_loss": [], "calibration_loss": []}
-    best = (math.inf, None)
+    history: dict[str, Any] = {"train_loss": [], "calibration_loss": []}
+    best: tuple[float, Any] = (math.inf, None)
     bar = _progress(rounds * epochs, progress)
     for round_index in range(rounds):
         key, split_key, init_key = jax.random.split(key, 3)

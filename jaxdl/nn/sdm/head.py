@@ -11,15 +11,19 @@ calibration statistics as non-trainable state; `fit_sdm` trains it, `calibrate` 
 from __future__ import annotations
 
 import functools
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
 from flax import nnx
 
+from jaxdl.checkpoint import Checkpointer
 from jaxdl.nn.sdm.calibration import SDMCalibration, calibrate_thresholds
 from jaxdl.nn.sdm.estimator import CalibrationPoints, ExemplarMemory, SDMOutput, SDMState, sdm_estimate
+from jaxdl.nn.sdm.index import ExemplarIndex, build_index
 from jaxdl.nn.sdm.similarity import ClassECDF
 
 DEFAULT_K = 2048
@@ -41,14 +45,14 @@ class SDMMemory(nnx.Variable):
     """
 
 
-def empty_state(hidden: int, num_classes: int, dtype=jnp.float32) -> SDMState:
+def _empty_state(hidden: int, num_classes: int, dtype: jax.typing.DTypeLike = jnp.float32) -> SDMState:
     """The state of an unfitted head: no exemplars, no calibration points, nothing admitted.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxdl.nn.sdm import distance_quantile
-      >>> from jaxdl.nn.sdm.head import empty_state
-      >>> state = empty_state(hidden=16, num_classes=3)
+      >>> from jaxdl.nn.sdm.head import _empty_state
+      >>> state = _empty_state(hidden=16, num_classes=3)
       >>> state.memory.vectors.shape, state.distance_ecdf.counts.tolist()
       ((0, 16), [0, 0, 0])
       >>> float(state.calibration.q_min), bool(jnp.isnan(state.calibration.alpha))  # nothing is admitted
@@ -59,7 +63,7 @@ def empty_state(hidden: int, num_classes: int, dtype=jnp.float32) -> SDMState:
     no_samples = ClassECDF(jnp.full((num_classes, 1), jnp.inf, dtype), jnp.zeros(num_classes, jnp.int32))
     return SDMState(
         memory=ExemplarMemory(
-            jnp.zeros((0, hidden), dtype), jnp.zeros(0, jnp.int32), jnp.zeros(0, jnp.int32)
+            build_index(jnp.zeros((0, hidden), dtype)), jnp.zeros(0, jnp.int32), jnp.zeros(0, jnp.int32)
         ),
         distance_ecdf=no_samples,
         calibration_points=CalibrationPoints(
@@ -112,7 +116,7 @@ class SDMHead(nnx.Module):
         self.classifier = nnx.Linear(hidden, num_classes, rngs=rngs)
         # Scalar mean and standard deviation over all entries of the training features ([CODE]).
         self.standardization = SDMMemory(jnp.array([0.0, 1.0]))
-        self.state = SDMMemory(empty_state(hidden, num_classes))
+        self.state = SDMMemory(_empty_state(hidden, num_classes))
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(logits z' [B, C], exemplar vectors h' [B, hidden])`` for features ``x [B, in_features]``."""
@@ -126,10 +130,55 @@ class SDMHead(nnx.Module):
 
     @property
     def memory_size(self) -> int:
+        """N, the number of training exemplars in the memory (0 before `fit_sdm`)."""
         return self.state.get_value().memory.vectors.shape[0]
 
+    def index_exemplars(
+        self,
+        *,
+        compute_dtype: jax.typing.DTypeLike | None = None,
+        precision: str | jax.lax.Precision | None = "highest",
+        mesh: jax.sharding.Mesh | None = None,
+        axis_name: str | None = None,
+    ) -> ExemplarIndex:
+        """Re-indexes the exemplar memory once (see `build_index`) and keeps the new index.
+
+        E.g. ``compute_dtype=jnp.bfloat16`` for bf16 products, or a ``mesh`` to split the exemplars over
+        devices; every later `predict` searches that index without preparing the exemplars again.
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxdl.nn.sdm import ExemplarMemory, SDMHead, build_index
+        >>> head = SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(0))
+        >>> memory = ExemplarMemory(build_index(jnp.ones((3, 8))), jnp.array([0, 1, 1]), jnp.array([0, 1, 0]))
+        >>> head.state.set_value(head.state.get_value()._replace(memory=memory))
+        >>> head.index_exemplars(compute_dtype=jnp.bfloat16).search_vectors.dtype
+        dtype(bfloat16)
+        """
+        state: SDMState = self.state.get_value()
+        vectors = state.memory.vectors
+        index = build_index(
+            vectors.exemplars if isinstance(vectors, ExemplarIndex) else vectors,
+            compute_dtype=compute_dtype,
+            precision=precision,
+            mesh=mesh,
+            axis_name=axis_name,
+        )
+        self.state.set_value(state._replace(memory=state.memory._replace(vectors=index)))
+        return index
+
     def calibrate(self, alpha: float = 0.95) -> SDMCalibration:
-        """Runs Alg. 1 on the stored calibration points for target accuracy ``alpha`` and keeps the result."""
+        """Runs Alg. 1 on the stored calibration points for target accuracy ``alpha`` and keeps the result.
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxdl.nn.sdm import CalibrationPoints, SDMHead
+        >>> head = SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(0))
+        >>> points = CalibrationPoints(jnp.array([[0.99, 0.01], [0.02, 0.98]]), jnp.array([5.0, 5.0]), jnp.array([0, 1]))
+        >>> head.state.set_value(head.state.get_value()._replace(calibration_points=points))
+        >>> float(head.calibrate(0.95).q_min)
+        5.0
+        """
         state: SDMState = self.state.get_value()
         if state.calibration_points.labels.shape[0] == 0:
             raise ValueError(
@@ -142,10 +191,30 @@ class SDMHead(nnx.Module):
     def predict(self, x: jax.Array, **search_options) -> SDMOutput:
         """The SDM estimator for features ``x [B, in_features]`` (see `sdm_estimate`).
 
+        One jitted function per shapes and options: repeated calls compile nothing. The exemplars are
+        searched through the head's `ExemplarIndex`, prepared once (`index_exemplars` changes it).
+
         Args:
-          x: ``[B, in_features]`` features.
-          **search_options: passed to `nearest_neighbours`: ``block_size``, ``query_block_size``,
-            ``compute_dtype``, ``precision``, ``mesh``, ``axis_name``.
+          x: ``[B, in_features]`` features, finite.
+          **search_options: passed to `ExemplarIndex.search`: ``block_size``, ``query_block_size``,
+            ``approximate``, ``recall_target``. Index options (``compute_dtype``, ``precision``,
+            ``mesh``, ``axis_name``) re-index the exemplars for this call only.
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxdl.nn.sdm import CalibrationPoints, ExemplarMemory, SDMHead, build_index
+        >>> head = SDMHead(4, 2, hidden=8, k=32, rngs=nnx.Rngs(0))
+        >>> labels = jnp.array([0, 1, 1])  # three exemplars and calibration points, as fit_sdm stores them
+        >>> head.state.set_value(
+        ...     head.state.get_value()._replace(
+        ...         memory=ExemplarMemory(build_index(jnp.eye(3, 8)), labels, labels),
+        ...         calibration_points=CalibrationPoints(jnp.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9]]), jnp.ones(3), labels),
+        ...     )
+        ... )
+        >>> _ = head.calibrate(0.9)
+        >>> out = head.predict(jnp.ones((5, 4)))
+        >>> out.probs.shape, out.neighbours.shape  # k is capped by the 3 exemplars
+        ((5, 2), (5, 3))
         """
         state: SDMState = self.state.get_value()
         if state.memory.vectors.shape[0] == 0:
@@ -153,45 +222,63 @@ class SDMHead(nnx.Module):
         alpha = state.calibration.alpha
         if not isinstance(alpha, jax.core.Tracer) and bool(jnp.isnan(alpha)):
             raise ValueError("SDMHead.predict: the head is not calibrated; call head.calibrate(alpha) first")
+        x = jnp.asarray(x)
+        if x.ndim != 2 or x.shape[-1] != self.in_features:
+            raise ValueError(f"SDMHead.predict: x must have shape [B, {self.in_features}], got {x.shape}")
+        if not isinstance(x, jax.core.Tracer) and not bool(jnp.isfinite(x).all()):
+            raise ValueError(
+                "SDMHead.predict: x has nan or inf entries; the SDM estimator needs finite features"
+            )
         k = min(self.k, state.memory.vectors.shape[0])
-        return _predict(self, jnp.asarray(x), k, tuple(sorted(search_options.items())))
+        graphdef, graph_state = nnx.split(self)
+        return _predict(graphdef, graph_state, x, k, tuple(sorted(search_options.items())))
 
 
-@functools.partial(nnx.jit, static_argnums=(2, 3))
-def _predict(head: SDMHead, x: jax.Array, k: int, search_options: tuple) -> SDMOutput:
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _predict(graphdef, graph_state, x: jax.Array, k: int, search_options: tuple) -> SDMOutput:
+    # A plain jit of the split head: predict reads the head and never writes its state back.
+    head = nnx.merge(graphdef, graph_state)
     logits, exemplar_vectors = head(x)
     return sdm_estimate(logits, exemplar_vectors, head.state.get_value(), k=k, **dict(search_options))
 
 
-def _abstract_like(template, metadata):
-    """The template's tree (NamedTuples included) with the checkpoint's shapes and dtypes."""
-
-    def leaf(path, _):
-        node = metadata
-        for key in path:
-            node = node[getattr(key, "key", getattr(key, "name", getattr(key, "idx", None)))]
-        return jax.ShapeDtypeStruct(node.shape, node.dtype)
-
-    return jax.tree_util.tree_map_with_path(leaf, template)
+_LAYOUT_FILE = "sdm_head.json"
+"""Beside the checkpoint: the shape and dtype of every saved leaf, to build the restore target."""
 
 
-def save_head(directory: str | Path, head: SDMHead) -> None:
-    """Writes the head's weights, standardisation, exemplar memory and calibration with orbax.
+def _payload(head: SDMHead) -> dict:
+    """The head's state as a pure dict, with the exemplar index replaced by its plain exemplars."""
+    payload = nnx.to_pure_dict(nnx.state(head))
+    state: SDMState = payload["state"]
+    index: Any = state.memory.vectors
+    vectors: Any = {"exemplars": index.exemplars, "sq_norms": index.sq_norms[: index.num_exemplars]}
+    payload["state"] = state._replace(memory=state.memory._replace(vectors=vectors))
+    return payload
+
+
+def _leaf_name(path) -> str:
+    return "/".join(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))) for key in path)
+
+
+def save_head(directory: str | os.PathLike, head: SDMHead) -> None:
+    """Writes the head's weights, standardisation, exemplar memory and calibration (`jaxdl.checkpoint`).
+
+    Saving again into the same directory replaces the previous save.
 
     Args:
-      directory: a new (or overwritten) checkpoint directory.
+      directory: the checkpoint directory (created if missing).
       head: the head to save.
 
     Example:
       >>> import os, tempfile
       >>> import jax.numpy as jnp
       >>> from flax import nnx
-      >>> from jaxdl.nn.sdm import CalibrationPoints, ExemplarMemory, SDMHead, restore_head, save_head
+      >>> from jaxdl.nn.sdm import CalibrationPoints, ExemplarMemory, SDMHead, build_index, restore_head, save_head
       >>> head = SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(0))
       >>> labels = jnp.array([0, 1, 1])
       >>> head.state.set_value(  # three exemplars and calibration points, as fit_sdm would store them
       ...     head.state.get_value()._replace(
-      ...         memory=ExemplarMemory(jnp.ones((3, 8)), labels, jnp.array([0, 1, 0])),
+      ...         memory=ExemplarMemory(build_index(jnp.ones((3, 8))), labels, jnp.array([0, 1, 0])),
       ...         calibration_points=CalibrationPoints(jnp.full((3, 2), 0.5), jnp.ones(3), labels),
       ...     )
       ... )
@@ -205,36 +292,66 @@ def save_head(directory: str | Path, head: SDMHead) -> None:
     """
     if head.memory_size == 0:
         raise ValueError("save_head: the head has no exemplar memory; fit it with fit_sdm before saving")
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(Path(directory).absolute(), nnx.to_pure_dict(nnx.state(head)), force=True)
-    checkpointer.wait_until_finished()
+    payload = _payload(head)
+    layout = {
+        _leaf_name(path): [list(leaf.shape), jnp.dtype(leaf.dtype).name]
+        for path, leaf in jax.tree_util.tree_flatten_with_path(payload)[0]
+    }
+    with Checkpointer(directory, max_to_keep=1) as checkpointer:
+        latest = checkpointer.latest_step()
+        checkpointer.save(0 if latest is None else latest + 1, payload)
+        Path(checkpointer.directory, _LAYOUT_FILE).write_text(json.dumps(layout))
 
 
-def restore_head(directory: str | Path, head: SDMHead) -> SDMHead:
+def restore_head(directory: str | os.PathLike, head: SDMHead) -> SDMHead:
     """Loads a checkpoint written by `save_head` into ``head`` (built with the same arguments).
 
-    The memory and calibration sizes come from the checkpoint, so ``head`` may be freshly built.
+    The memory and calibration sizes come from the checkpoint, so ``head`` may be freshly built; the
+    exemplar index comes back on one device with `build_index`'s defaults (`SDMHead.index_exemplars`
+    re-indexes it, e.g. over a mesh).
 
     >>> import tempfile
-    >>> import jax, numpy as np
+    >>> import jax.numpy as jnp
     >>> from flax import nnx
-    >>> from jaxdl.nn.sdm.fit import fit_sdm
-    >>> x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
-    >>> y = (x[:, 0] > 0).astype(np.int32)
+    >>> from jaxdl.nn.sdm import CalibrationPoints, ExemplarMemory, build_index
     >>> head = SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(0))
-    >>> _ = fit_sdm(head, (x[:20], y[:20]), (x[20:], y[20:]), key=jax.random.key(0), epochs=1, progress=False)
+    >>> labels = jnp.array([0, 1, 1])
+    >>> head.state.set_value(
+    ...     head.state.get_value()._replace(
+    ...         memory=ExemplarMemory(build_index(jnp.eye(3, 8)), labels, labels),
+    ...         calibration_points=CalibrationPoints(jnp.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9]]), jnp.ones(3), labels),
+    ...     )
+    ... )
+    >>> _ = head.calibrate(0.9)
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     save_head(tmp + "/head", head)
     ...     restored = restore_head(tmp + "/head", SDMHead(4, 2, hidden=8, rngs=nnx.Rngs(1)))
+    >>> x = jnp.linspace(-1, 1, 12).reshape(3, 4)
     >>> bool((restored.predict(x).probs == head.predict(x).probs).all())
     True
     """
-    directory = Path(directory).absolute()
-    checkpointer = ocp.StandardCheckpointer()
-    state = nnx.state(head)
-    template = nnx.to_pure_dict(state)
-    metadata = checkpointer.metadata(directory).item_metadata.tree
-    restored = checkpointer.restore(directory, _abstract_like(template, metadata))
-    nnx.replace_by_pure_dict(state, restored)
-    nnx.update(head, state)
+    layout_file = Path(directory, _LAYOUT_FILE)
+    if not layout_file.exists():
+        raise FileNotFoundError(f"restore_head: {directory} holds no checkpoint written by save_head")
+    layout = json.loads(layout_file.read_text())
+
+    def abstract(path, leaf: Any) -> jax.ShapeDtypeStruct:
+        name = _leaf_name(path)
+        if name not in layout:
+            raise ValueError(
+                f"restore_head: the checkpoint in {directory} has no {name}; was head built alike?"
+            )
+        shape, dtype = layout[name]
+        return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype))
+
+    target = jax.tree_util.tree_map_with_path(abstract, _payload(head))
+    with Checkpointer(directory, max_to_keep=1) as checkpointer:
+        restored = checkpointer.restore(target)
+    state: SDMState = restored["state"]
+    vectors: Any = state.memory.vectors
+    index = ExemplarIndex(vectors["exemplars"], vectors["sq_norms"], None, vectors["exemplars"].shape[0])
+    restored["state"] = state._replace(memory=state.memory._replace(vectors=index))
+    graph_state = nnx.state(head)
+    nnx.replace_by_pure_dict(graph_state, restored)
+    nnx.update(head, graph_state)
     return head

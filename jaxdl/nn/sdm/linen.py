@@ -8,9 +8,12 @@ NNX head into Linen variables plus its state.
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax import nnx
 
 from jaxdl.nn.sdm import head as nnx_head
 from jaxdl.nn.sdm.estimator import SDMOutput, SDMState, sdm_estimate
@@ -62,7 +65,7 @@ def from_nnx(head: nnx_head.SDMHead) -> tuple[SDMHead, dict, SDMState]:
     True
     """
     params = {
-        name: {"kernel": layer.kernel[...], "bias": layer.bias[...]}
+        name: {"kernel": layer.kernel[...], "bias": cast(nnx.Param, layer.bias)[...]}  # SDMHead has biases
         for name, layer in (("exemplar", head.exemplar), ("classifier", head.classifier))
     }
     variables = {"params": params, "sdm_stats": {"standardization": head.standardization[...]}}

@@ -6,8 +6,9 @@ import numpy as np
 import optax
 import pytest
 
+from jaxdl.losses import sdm_log_loss
 from jaxdl.nn.sdm import activation
-from jaxdl.nn.sdm.activation import sdm_activation, sdm_log_loss, sdm_log_prob
+from jaxdl.nn.sdm.activation import sdm_activation, sdm_log_prob
 from tests.reference import sdm as ref
 
 Z = np.array([1.0, 3.0])

@@ -1,91 +1,192 @@
+"""Exact kNN (`ExemplarIndex`, `nearest_neighbours`) against a NumPy float64 brute force."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxdl.nn.sdm.neighbours import nearest_neighbours
+from jaxdl.nn.sdm import build_index, nearest_neighbours
+from jaxdl.nn.sdm._selection import smallest_k
 from tests.reference import sdm as ref
 
 
-@pytest.fixture
-def points(rng):
+@pytest.fixture(scope="module")
+def points():
+    rng = np.random.default_rng(0)
     return rng.normal(size=(29, 6)).astype(np.float32), rng.normal(size=(203, 6)).astype(np.float32)
 
 
-@pytest.mark.parametrize("block_size, query_block_size", [(None, None), (32, None), (50, 8), (7, 29)])
-def test_matches_brute_force(points, block_size, query_block_size):
+@pytest.fixture(scope="module")
+def index(points):
+    return build_index(points[1])
+
+
+@pytest.fixture
+def compile_count():
+    """Counts XLA compilations (jax.monitoring events ending in backend_compile_duration)."""
+    events = []
+
+    def listener(event, duration, **_):
+        if event.endswith("backend_compile_duration"):
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield lambda: len(events)
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+# 203 rows: blocks of 32 and 50 do not divide N; 7 is smaller than k; k = N searches everything.
+@pytest.mark.parametrize(
+    "k, block_size, query_block_size", [(9, None, None), (9, 32, None), (9, 50, 8), (9, 7, 29), (203, 64, 10)]
+)
+def test_matches_brute_force(points, index, k, block_size, query_block_size):
     queries, exemplars = points
-    expected_dist, expected_idx = ref.knn(queries, exemplars, 9)
-    with jax.default_matmul_precision("highest"):
-        dist, idx = nearest_neighbours(
-            queries, exemplars, 9, block_size=block_size, query_block_size=query_block_size
-        )
+    expected_dist, expected_idx = ref.knn(queries, exemplars, k)
+    dist, idx = index.search(queries, k, block_size=block_size, query_block_size=query_block_size)
     np.testing.assert_array_equal(idx, expected_idx)
-    np.testing.assert_allclose(dist, expected_dist, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dist, expected_dist, rtol=2e-6, atol=2e-6)
 
 
-def test_exclude_skips_self_matches_even_with_duplicates(x64, rng):
-    exemplars = rng.normal(size=(40, 3))
+def test_two_stage_selection_is_exact_with_many_ties():
+    """Rows long enough for two levels of group minima; integer values make ties everywhere."""
+    values = np.random.default_rng(1).integers(0, 40, size=(3, 20_000)).astype(np.float32)
+    values[1, 7] = np.inf
+    for k in (1, 64, 1500):
+        vals, idx = jax.jit(smallest_k, static_argnums=1)(values, k)
+        expected = np.argsort(values, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(idx, expected)
+        np.testing.assert_array_equal(vals, np.take_along_axis(values, expected, axis=1))
+
+
+def test_large_index_uses_grouped_selection_and_stays_exact(x64):
+    rng = np.random.default_rng(2)
+    exemplars = rng.integers(-6, 7, size=(12_000, 3)).astype(np.float64)  # integer: exact, many ties
+    queries = rng.integers(-6, 7, size=(5, 3)).astype(np.float64)
+    expected_dist, expected_idx = ref.knn(queries, exemplars, 100)
+    dist, idx = nearest_neighbours(queries, exemplars, 100)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_allclose(dist, expected_dist, atol=1e-12)
+
+
+def test_ties_go_to_the_lower_index():
+    exemplars = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, 1.0], [3.0, 3.0]])
+    dist, idx = nearest_neighbours(jnp.zeros((1, 2)), exemplars, 4, block_size=2)
+    assert idx.tolist() == [[0, 1, 2, 3]] and dist.tolist() == [[1.0, 1.0, 1.0, 1.0]]
+
+
+def test_exclude_skips_self_matches_even_with_duplicates(x64):
+    exemplars = np.random.default_rng(3).normal(size=(40, 3))
     exemplars[7] = exemplars[3]  # a duplicate must still be found as a neighbour of its twin
     exclude = np.arange(40)
-    expected_dist, expected_idx = ref.knn(exemplars, exemplars, 5, exclude=exclude)
+    expected_dist, expected_idx = ref.knn(exemplars, exemplars, 39, exclude=exclude)
     dist, idx = nearest_neighbours(
-        exemplars, exemplars, 5, exclude=exclude, block_size=16, query_block_size=16
+        exemplars, exemplars, 39, exclude=exclude, block_size=16, query_block_size=16
     )
     np.testing.assert_array_equal(idx, expected_idx)
     assert idx[3, 0] == 7 and idx[7, 0] == 3 and dist[3, 0] < 1e-12
     np.testing.assert_allclose(dist, expected_dist, atol=1e-12)
 
 
+def test_nan_exemplar_ranks_last(points):
+    queries, exemplars = points
+    exemplars = exemplars.copy()
+    exemplars[5] = np.nan
+    _, idx = nearest_neighbours(queries, exemplars, 203)
+    assert (np.asarray(idx)[:, -1] == 5).all()
+    _, expected = ref.knn(queries, np.delete(exemplars, 5, axis=0), 202)
+    np.testing.assert_array_equal(idx[:, :202], expected + (expected >= 5))
+
+
 def test_bfloat16_distances_find_nearly_the_same_neighbours(points):
     queries, exemplars = points
     _, expected_idx = ref.knn(queries, exemplars, 1)
-    _, idx = nearest_neighbours(queries, exemplars, 1, compute_dtype=jnp.bfloat16)
+    _, idx = build_index(exemplars, compute_dtype=jnp.bfloat16).search(queries, 1)
     assert np.mean(np.asarray(idx) == expected_idx) > 0.9
+
+
+def test_approximate_mode_returns_true_neighbours(points, index):
+    queries, exemplars = points
+    _, expected_idx = ref.knn(queries, exemplars, 9)
+    dist, idx = index.search(queries, 9, approximate=True, recall_target=0.9)
+    recall = np.mean(
+        [len(np.intersect1d(a, b)) / 9 for a, b in zip(np.asarray(idx), expected_idx, strict=True)]
+    )
+    assert recall >= 0.9
+    true_dist = ((queries[:, None, :] - exemplars[np.asarray(idx)]) ** 2).sum(-1)
+    np.testing.assert_allclose(dist, true_dist, rtol=2e-5, atol=2e-5)
+
+
+def test_search_compiles_once_eagerly_and_under_jit(points, index, compile_count):
+    queries, exemplars = points
+    shifted = [jnp.asarray(queries + shift) for shift in (0.0, 1.0, 2.0)]
+    start = compile_count()
+    index.search(shifted[0], 4)  # the first calls compile
+    nearest_neighbours(shifted[0], exemplars, 4)
+    jitted = jax.jit(lambda q, e: nearest_neighbours(q, e, 4))
+    jitted(shifted[0], exemplars)
+    warm = compile_count()
+    assert warm > start  # the listener sees compilations
+    for q in shifted[1:]:
+        index.search(q, 4)
+        nearest_neighbours(q, exemplars, 4)  # builds an index eagerly every call, same shapes
+        jitted(q, exemplars)
+    assert compile_count() == warm
+
+
+def test_no_padding_copy_of_the_exemplars(points):
+    """Without a mesh the index keeps the caller's array: no pad, no copy, whatever the row count."""
+    _, exemplars = points
+    exemplars = jnp.asarray(exemplars)
+    index = build_index(exemplars)
+    assert index.vectors is exemplars and index.exemplars is exemplars
+    hlo = jax.jit(lambda q: index.search(q, 5, block_size=64)).lower(exemplars[:4]).as_text()
+    assert "pad" not in hlo.replace("padding", "")  # the unequal last block is sliced, not padded
 
 
 @pytest.mark.parametrize("block_size, presharded", [(None, False), (8, True)])
 def test_sharded_over_eight_devices(mesh, points, block_size, presharded):
     queries, exemplars = points
-    if presharded:  # 200 rows split evenly; otherwise 203 rows are padded inside
+    if presharded:  # 200 rows split evenly: the index takes them as they are
         exemplars = jax.device_put(exemplars[:200], NamedSharding(mesh, PartitionSpec("data")))
+    index = build_index(exemplars, mesh=mesh)
+    if presharded:
+        assert index.vectors is exemplars
+    else:  # 203 rows padded once to 208, padding rows never found
+        assert index.vectors.shape == (208, 6) and index.vectors.sharding.spec == PartitionSpec("data")
     expected_dist, expected_idx = ref.knn(queries, np.asarray(exemplars), 9)
-
-    @jax.jit
-    def search(q, e):
-        return nearest_neighbours(q, e, 9, block_size=block_size, query_block_size=10, mesh=mesh)
-
-    with jax.default_matmul_precision("highest"):
-        dist, idx = search(queries, exemplars)
+    dist, idx = jax.jit(lambda q: index.search(q, 9, block_size=block_size, query_block_size=10))(queries)
     np.testing.assert_array_equal(idx, expected_idx)
-    np.testing.assert_allclose(dist, expected_dist, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dist, expected_dist, rtol=2e-6, atol=2e-6)
 
 
-def test_queries_sharded_over_devices_and_vmap(mesh, rng):
-    queries = rng.normal(size=(16, 4)).astype(np.float32)
-    exemplars = rng.normal(size=(50, 4)).astype(np.float32)
+def test_sharded_ties_exclusion_and_k_up_to_n(mesh):
+    exemplars = np.repeat(np.arange(12, dtype=np.float32)[:, None], 2, axis=0)  # each point twice
+    queries = np.array([[3.0], [10.0]], np.float32)
+    index = build_index(exemplars, mesh=mesh)  # 24 rows, 3 per device; the twins sit on one device
+    exclude = np.array([6, 21])
+    expected_dist, expected_idx = ref.knn(queries, exemplars, 23, exclude=exclude)
+    dist, idx = index.search(queries, 23, exclude=exclude)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_array_equal(dist, expected_dist)
+
+
+def test_queries_sharded_over_devices_and_vmap(mesh, index, points):
+    queries, exemplars = points
+    queries = queries[:16]
     _, expected_idx = ref.knn(queries, exemplars, 3)
-    with jax.default_matmul_precision("highest"):
-        search = jax.jit(lambda q: nearest_neighbours(q, exemplars, 3)[1])
-        np.testing.assert_array_equal(
-            search(jax.device_put(queries, NamedSharding(mesh, PartitionSpec("data")))), expected_idx
-        )
-        per_query = jax.vmap(lambda q: nearest_neighbours(q[None], exemplars, 3)[1][0])(queries)
+    search = jax.jit(lambda q: index.search(q, 3)[1])
+    np.testing.assert_array_equal(
+        search(jax.device_put(queries, NamedSharding(mesh, PartitionSpec("data")))), expected_idx
+    )
+    per_query = jax.vmap(lambda q: index.search(q[None], 3)[1][0])(queries)
     np.testing.assert_array_equal(per_query, expected_idx)
 
 
-def test_bad_inputs(points, mesh):
-    queries, exemplars = points
-    with pytest.raises(ValueError, match="k must be an int in"):
-        nearest_neighbours(queries, exemplars, 204)
-    with pytest.raises(ValueError, match="k must be an int in"):
-        nearest_neighbours(exemplars, exemplars, 203, exclude=np.arange(203))
-    with pytest.raises(ValueError, match="exemplars must have shape"):
-        nearest_neighbours(queries, exemplars[:, :3], 2)
-    with pytest.raises(ValueError, match="block_size"):
-        nearest_neighbours(queries, exemplars, 2, block_size=0)
-    with pytest.raises(ValueError, match="exclude must have shape"):
-        nearest_neighbours(queries, exemplars, 2, exclude=np.arange(3))
-    with pytest.raises(ValueError, match="axis_name"):
-        nearest_neighbours(queries, exemplars, 2, mesh=mesh, axis_name="model")
+def test_no_gradient_flows_through_the_search(index, points):
+    queries, _ = points
+    grad = jax.grad(lambda q: index.search(q, 3)[0].sum())(jnp.asarray(queries))
+    # d/dq ||q - e||^2 = 2 (q - e): the distances are differentiable in the queries.
+    _, idx = index.search(queries, 3)
+    expected = 2 * (3 * queries - np.asarray(index.vectors)[np.asarray(idx)].sum(1))
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-4)

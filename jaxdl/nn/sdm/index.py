@@ -1,0 +1,394 @@
+"""An exact k-nearest-neighbour index by squared L2 distance: built once, searched many times.
+
+The SDM estimator needs the k nearest training exemplars of every point in the exemplar space h'
+(Schmaltz, arXiv:2509.12760, §3.1.2-3.1.3); the reference code uses FAISS ``IndexFlatL2``, an exact
+search returning squared distances. `ExemplarIndex` is its JAX counterpart, used as FAISS users
+expect: ``index = build_index(exemplars); dist, idx = index.search(queries, k)``.
+
+`build_index` does the per-exemplar work once: the squared norms ||e||^2 (in float32 or wider), an
+optional low-precision copy for the products (``compute_dtype=jnp.bfloat16``), and, with a ``mesh``,
+the padding to a multiple of the shard count (padding rows get an infinite norm, so they are never
+returned) and the placement of one shard per device. A search then ranks
+
+    s = ||e||^2 - 2 q.e       (per query, the same order as ||q - e||^2 = ||q||^2 + s),
+
+selects the k smallest with the exact two-stage selection of ``_selection.py`` (``lax.top_k``
+sorts whole rows on GPUs), adds ||q||^2 to the k survivors only, and, over a mesh, merges the
+per-device top-k lists. The search is one jitted function per (index layout, shapes, options):
+repeated calls compile nothing, eagerly or inside a user's ``jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxdl.nn.sdm._selection import smallest_k
+
+_TILE_BYTES = 1 << 30
+"""Default bound on the float32 score tile of one step (query block x exemplar rows of a device)."""
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["vectors", "sq_norms", "search_vectors"],
+    meta_fields=["num_exemplars", "precision", "mesh", "axis_name"],
+)
+@dataclasses.dataclass(frozen=True)
+class ExemplarIndex:
+    """Exemplars prepared for exact squared-L2 search (see `build_index`); a pytree.
+
+    Attributes:
+      vectors: ``[N_pad, M]`` the exemplars as given (padded with zero rows to a multiple of the shard
+        count when built on a mesh).
+      sq_norms: ``[N_pad]`` ||e||^2 in float32 or wider; +inf on padding rows.
+      search_vectors: ``[N_pad, M]`` the copy the products use when ``compute_dtype`` differs from
+        the exemplars' dtype (e.g. bfloat16), else None.
+      num_exemplars: N, the number of real exemplars (static).
+      precision: matmul precision of the products (static).
+      mesh, axis_name: the mesh and axis the rows are split over, or None (static).
+
+    >>> import jax.numpy as jnp
+    >>> index = build_index(jnp.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]]))
+    >>> index.shape, index.sq_norms.tolist()
+    ((3, 2), [0.0, 1.0, 50.0])
+    """
+
+    vectors: jax.Array
+    sq_norms: jax.Array
+    search_vectors: jax.Array | None
+    num_exemplars: int
+    precision: Any = "highest"
+    mesh: Mesh | None = None
+    axis_name: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(N, M)``: the real exemplars and their width."""
+        return self.num_exemplars, self.vectors.shape[1]
+
+    @property
+    def exemplars(self) -> jax.Array:
+        """The ``[N, M]`` exemplars without padding (a slice when the index is padded)."""
+        if self.vectors.shape[0] == self.num_exemplars:
+            return self.vectors
+        return self.vectors[: self.num_exemplars]
+
+    def search(
+        self,
+        queries: jax.Array,
+        k: int,
+        *,
+        exclude: jax.Array | None = None,
+        query_block_size: int | None = None,
+        block_size: int | None = None,
+        approximate: bool = False,
+        recall_target: float = 0.95,
+    ) -> tuple[jax.Array, jax.Array]:
+        """The k nearest exemplars of each query by squared L2 distance, nearest first.
+
+        Exact by default: ties go to the lower exemplar index, as FAISS ``IndexFlatL2`` and a stable
+        argsort do. NaN distances (a NaN exemplar) rank last. Compiles once per index layout, query
+        shape and options; runs inside ``jit``, ``vmap`` and ``grad`` (no gradient flows into it).
+
+        Args:
+          queries: ``[B, M]`` query vectors.
+          k: number of neighbours, ``1 <= k <= N`` (``N - 1`` with ``exclude``).
+          exclude: optional ``[B]`` int exemplar index to skip for each query (a training point's own
+            row, -1 or any out-of-range index for none): the self-match exclusion of [ACT] §1.2,
+            robust to duplicate points.
+          query_block_size: queries scored per step (default: as many as keep the float32 score tile
+            under 1 GiB per device). Larger blocks re-read the exemplars fewer times.
+          block_size: exemplar rows scored per step on each device (default: all of them); smaller
+            blocks bound memory by ``query_block_size x block_size`` at the cost of a merge per block.
+          approximate: use ``lax.approx_min_k`` (``recall_target``) instead of the exact selection;
+            fast on TPUs, where it is an approximate operation; on CPUs and GPUs XLA computes it
+            exactly by sorting, at the cost of ``lax.top_k``.
+          recall_target: the expected recall of the approximate mode.
+
+        Returns:
+          ``(sq_distances [B, k], indices [B, k] int32)``, ascending distance.
+
+        >>> import jax.numpy as jnp
+        >>> index = build_index(jnp.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]]))
+        >>> dist, idx = index.search(jnp.array([[0.9, 0.0]]), k=2)
+        >>> idx.tolist(), [round(v, 2) for v in dist[0].tolist()]
+        ([[1, 0]], [0.01, 0.81])
+        """
+        queries = jnp.asarray(queries)
+        k = _check_search(self, queries, k, exclude, query_block_size, block_size, approximate, recall_target)
+        if queries.shape[0] == 0:
+            dtype = jnp.promote_types(jnp.result_type(queries), self.sq_norms.dtype)
+            return jnp.zeros((0, k), dtype), jnp.zeros((0, k), jnp.int32)
+        if exclude is not None:
+            exclude = jnp.asarray(exclude).astype(jnp.int32)
+        return _search(
+            self,
+            queries,
+            exclude,
+            k=k,
+            query_block_size=query_block_size,
+            block_size=block_size,
+            approximate=approximate,
+            recall_target=float(recall_target),
+        )
+
+
+def build_index(
+    exemplars: jax.Array,
+    *,
+    compute_dtype: jax.typing.DTypeLike | None = None,
+    precision: str | jax.lax.Precision | None = "highest",
+    mesh: Mesh | None = None,
+    axis_name: str | None = None,
+) -> ExemplarIndex:
+    """Prepares ``exemplars [N, M]`` for repeated exact search (`ExemplarIndex.search`).
+
+    Computes the squared norms once, a ``compute_dtype`` copy if asked, and on a ``mesh`` pads the
+    rows to a multiple of the devices on ``axis_name`` and places one shard per device (exemplars
+    already laid out that way are not copied). Eager or under ``jit``.
+
+    Args:
+      exemplars: ``[N, M]`` exemplar (support) vectors; N may be 0 (an index that cannot be searched).
+      compute_dtype: dtype of the ``queries @ exemplars.T`` products (e.g. ``jnp.bfloat16``: half the
+        bytes, ~10x the GEMM rate of float32, nearly the same neighbours); products are accumulated
+        and norms computed in float32 or wider.
+      precision: matmul precision of the products: "highest" (default) keeps float32 exact on
+        GPU/TPU; None uses the backend default (TF32 on NVIDIA GPUs).
+      mesh: optional mesh to split the exemplar rows over.
+      axis_name: the mesh axis to split over (default: the mesh's only axis).
+
+    Returns:
+      An `ExemplarIndex`.
+
+    >>> import jax.numpy as jnp
+    >>> index = build_index(jnp.eye(3), compute_dtype=jnp.bfloat16)
+    >>> index.search_vectors.dtype, index.search(jnp.array([[0.0, 0.9, 0.0]]), k=1)[1].tolist()
+    (dtype(bfloat16), [[1]])
+    """
+    exemplars = jnp.asarray(exemplars)
+    if exemplars.ndim != 2:
+        raise ValueError(f"build_index: exemplars must have shape [N, M], got {exemplars.shape}")
+    if not jnp.issubdtype(exemplars.dtype, jnp.floating):
+        raise TypeError(f"build_index: exemplars must be floating point, got dtype {exemplars.dtype}")
+    if compute_dtype is not None and not jnp.issubdtype(compute_dtype, jnp.floating):
+        raise TypeError(f"build_index: compute_dtype must be a floating dtype or None, got {compute_dtype!r}")
+    if mesh is not None:
+        if axis_name is None and len(mesh.axis_names) == 1:
+            axis_name = mesh.axis_names[0]
+        if axis_name not in mesh.axis_names:
+            raise ValueError(
+                f"build_index: axis_name must name an axis of the mesh {mesh.axis_names}, got {axis_name!r}"
+            )
+    num_exemplars = exemplars.shape[0]
+    norm_dtype = jnp.promote_types(exemplars.dtype, jnp.float32)
+    sq_norms = jnp.sum(jnp.square(exemplars.astype(norm_dtype)), axis=1)
+    search_vectors = None
+    if compute_dtype is not None and jnp.dtype(compute_dtype) != exemplars.dtype:
+        search_vectors = exemplars.astype(compute_dtype)
+    if mesh is not None:
+        pad = -num_exemplars % mesh.shape[axis_name]
+        if pad:
+            exemplars = jnp.pad(exemplars, ((0, pad), (0, 0)))
+            sq_norms = jnp.pad(sq_norms, (0, pad), constant_values=jnp.inf)
+            if search_vectors is not None:
+                search_vectors = jnp.pad(search_vectors, ((0, pad), (0, 0)))
+        exemplars, sq_norms, search_vectors = _place(
+            (exemplars, sq_norms, search_vectors), NamedSharding(mesh, PartitionSpec(axis_name))
+        )
+    return ExemplarIndex(exemplars, sq_norms, search_vectors, num_exemplars, precision, mesh, axis_name)
+
+
+def _place(arrays, sharding):
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(arrays)):
+        return jax.lax.with_sharding_constraint(arrays, sharding)
+    return jax.device_put(arrays, sharding)
+
+
+def _check_search(
+    index, queries, k, exclude, query_block_size, block_size, approximate, recall_target
+) -> int:
+    width = index.vectors.shape[1]
+    if queries.ndim != 2 or queries.shape[1] != width:
+        raise ValueError(f"nearest_neighbours: queries must have shape [B, {width}], got {queries.shape}")
+    if not jnp.issubdtype(queries.dtype, jnp.floating):
+        raise TypeError(f"nearest_neighbours: queries must be floating point, got dtype {queries.dtype}")
+    if index.num_exemplars == 0:
+        raise ValueError("nearest_neighbours: exemplars must hold at least one row, got shape (0, ...)")
+    available = index.num_exemplars - (exclude is not None)
+    try:
+        k = operator.index(k)
+    except TypeError:
+        k = None
+    if k is None or isinstance(k, bool) or not 1 <= k <= available:
+        raise ValueError(
+            f"nearest_neighbours: k must be an int in [1, {available}] "
+            f"({index.num_exemplars} exemplars{', one excluded per query' if exclude is not None else ''}), "
+            f"got {k!r}"
+        )
+    if exclude is not None:
+        if jnp.shape(exclude) != queries.shape[:1]:
+            raise ValueError(
+                f"nearest_neighbours: exclude must have shape [B] = {queries.shape[:1]}, got {jnp.shape(exclude)}"
+            )
+        if not jnp.issubdtype(jnp.result_type(exclude), jnp.integer):
+            raise TypeError(
+                f"nearest_neighbours: exclude must hold integer indices, got {jnp.result_type(exclude)}"
+            )
+    for name, value in (("block_size", block_size), ("query_block_size", query_block_size)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"nearest_neighbours: {name} must be a positive int or None, got {value!r}")
+    if not isinstance(approximate, bool):
+        raise TypeError(f"nearest_neighbours: approximate must be a bool, got {approximate!r}")
+    if not 0 < recall_target <= 1:
+        raise ValueError(f"nearest_neighbours: recall_target must lie in (0, 1], got {recall_target!r}")
+    return k
+
+
+def _pad_rows(x: jax.Array, multiple: int, value=0) -> jax.Array:
+    pad = -x.shape[0] % multiple
+    return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), constant_values=value) if pad else x
+
+
+def _select(scores, k, approximate, recall_target, levels):
+    if approximate:
+        vals, index = jax.lax.approx_min_k(scores, k, recall_target=recall_target)
+        return vals, index.astype(jnp.int32)
+    return smallest_k(scores, k, levels)
+
+
+def _merge_lists(scores, index, k):
+    """The k smallest of candidate lists ``[B, n]``; ties go to the lower index, empty slots (-1) last."""
+    key = jnp.where(index < 0, jnp.iinfo(jnp.int32).max, index)
+    scores, _, index = jax.lax.sort((scores, key, index), dimension=1, num_keys=2)
+    return scores[:, :k], index[:, :k]
+
+
+def _merge(scores_a, index_a, scores_b, index_b, k):
+    return _merge_lists(
+        jnp.concatenate([scores_a, scores_b], axis=1), jnp.concatenate([index_a, index_b], axis=1), k
+    )
+
+
+def _search_local(
+    vectors, sq_norms, queries, exclude, offset, *, k, block, precision, approximate, recall_target, levels
+):
+    """The k smallest scores s = ||e||^2 - 2 q.e of one device's rows (global indices from ``offset``)."""
+    rows = vectors.shape[0]
+    score_dtype = sq_norms.dtype
+    scaled = (-2 * queries).astype(vectors.dtype)  # exact: a power-of-two scale
+
+    def score_rows(start, size):
+        part = jax.lax.dynamic_slice_in_dim(vectors, start, size) if size < rows else vectors
+        norms = jax.lax.dynamic_slice_in_dim(sq_norms, start, size) if size < rows else sq_norms
+        cross = jnp.dot(scaled, part.T, precision=precision, preferred_element_type=score_dtype)
+        scores = norms[None, :] + cross
+        invalid = jnp.isnan(scores)
+        if exclude is not None:
+            invalid |= (offset + start + jnp.arange(size, dtype=jnp.int32))[None, :] == exclude[:, None]
+        vals, index = _select(
+            jnp.where(invalid, jnp.inf, scores), min(k, size), approximate, recall_target, levels
+        )
+        return vals, index + offset + start
+
+    if block >= rows:
+        return score_rows(0, rows)
+    num_full, tail = divmod(rows, block)
+    k_out = min(k, rows)
+
+    def step(carry, start):
+        return _merge(*carry, *score_rows(start, block), k=k_out), None
+
+    scores, index = score_rows(0, block)
+    missing = k_out - scores.shape[1]
+    if missing:  # blocks smaller than k: fill the running list with empty slots
+        scores = jnp.pad(scores, ((0, 0), (0, missing)), constant_values=jnp.inf)
+        index = jnp.pad(index, ((0, 0), (0, missing)), constant_values=-1)
+    starts = jnp.arange(1, num_full, dtype=jnp.int32) * block
+    carry, _ = jax.lax.scan(step, (scores, index), starts)
+    if tail:
+        carry = _merge(*carry, *score_rows(num_full * block, tail), k=k_out)
+    return carry
+
+
+@functools.partial(
+    jax.jit, static_argnames=("k", "query_block_size", "block_size", "approximate", "recall_target", "levels")
+)
+def _search(
+    index: ExemplarIndex,
+    queries,
+    exclude,
+    *,
+    k,
+    query_block_size,
+    block_size,
+    approximate,
+    recall_target,
+    levels=2,
+):
+    """The jitted search; ``levels`` is the depth of the exact selection's hierarchy (0: ``lax.top_k``)."""
+    vectors = index.vectors if index.search_vectors is None else index.search_vectors
+    num_shards = 1 if index.mesh is None else index.mesh.shape[index.axis_name]
+    rows = vectors.shape[0] // num_shards
+    block = rows if block_size is None else min(block_size, rows)
+    num_queries = queries.shape[0]
+    if query_block_size is None:  # equal blocks, each score tile under _TILE_BYTES
+        num_blocks = -(-num_queries // max(1, _TILE_BYTES // (4 * block)))
+        query_block_size = -(-num_queries // num_blocks)
+    query_block_size = min(query_block_size, num_queries)
+    search = functools.partial(
+        _search_local,
+        k=k,
+        block=block,
+        precision=index.precision,
+        approximate=approximate,
+        recall_target=recall_target,
+        levels=levels,
+    )
+
+    if index.mesh is None:
+
+        def search_all(q, ex):
+            return search(vectors, index.sq_norms, q, ex, 0)
+    else:
+        axis = index.axis_name
+
+        def search_sharded(vectors, sq_norms, q, ex):
+            scores, found = search(vectors, sq_norms, q, ex, jax.lax.axis_index(axis) * rows)
+            scores = jax.lax.all_gather(scores, axis, axis=1, tiled=True)
+            found = jax.lax.all_gather(found, axis, axis=1, tiled=True)
+            return _merge_lists(scores, found, k)
+
+        sharded, replicated = PartitionSpec(axis), PartitionSpec()
+        mapped = jax.shard_map(
+            search_sharded,
+            mesh=index.mesh,
+            in_specs=(sharded, sharded, replicated, None if exclude is None else replicated),
+            out_specs=(replicated, replicated),
+            # The merged top-k is identical on every device, but all_gather's result is typed as varying.
+            check_vma=False,
+        )
+
+        def search_all(q, ex):
+            return mapped(vectors, index.sq_norms, q, ex)
+
+    if query_block_size >= num_queries:
+        scores, found = search_all(queries, exclude)
+    else:
+        chunks = _pad_rows(queries, query_block_size).reshape(-1, query_block_size, queries.shape[1])
+        if exclude is None:
+            scores, found = jax.lax.map(lambda q: search_all(q, None), chunks)
+        else:
+            excluded = _pad_rows(exclude, query_block_size, -1).reshape(-1, query_block_size)
+            scores, found = jax.lax.map(lambda xs: search_all(*xs), (chunks, excluded))
+        scores, found = scores.reshape(-1, k)[:num_queries], found.reshape(-1, k)[:num_queries]
+    out_dtype = jnp.promote_types(queries.dtype, scores.dtype)
+    query_sq = jnp.sum(jnp.square(queries.astype(out_dtype)), axis=1)
+    # Rounding can make a self-distance slightly negative; FAISS users clamp it the same way.
+    return jnp.maximum(query_sq[:, None] + scores.astype(out_dtype), 0), found
