@@ -15,6 +15,7 @@ Schmaltz, "Similarity-Distance-Magnitude Activations", arXiv:2509.12760, §3.1.6
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import jax
@@ -24,7 +25,7 @@ import optax
 from flax import nnx
 
 from jaxdl.nn.sdm.activation import sdm_activation
-from jaxdl.nn.sdm.calibration import rescaled_similarity
+from jaxdl.nn.sdm.calibration import _check_alpha, rescaled_similarity
 from jaxdl.nn.sdm.estimator import _INDEX_OPTIONS, CalibrationPoints, ExemplarMemory, similarity_and_distance
 from jaxdl.nn.sdm.head import SDMHead, _empty_state
 from jaxdl.nn.sdm.index import build_index
@@ -127,6 +128,15 @@ def fit_sdm(
             raise ValueError(f"fit_sdm: {name} must be a positive int, got {value!r}")
     x_tr, y_tr = _check_split("train", train, head.in_features, head.num_classes, 2)
     x_ca, y_ca = _check_split("calibration", calibration, head.in_features, head.num_classes, 1)
+    if alpha is not None:
+        _check_alpha(alpha, "fit_sdm")
+    missing = sorted(set(range(head.num_classes)) - set(np.unique(y_ca).tolist()))
+    if missing and rounds == 1:
+        warnings.warn(
+            f"fit_sdm: the calibration set has no points of class(es) {missing}: their distance eCDFs are "
+            "empty, so d = 0 for every point and nothing will be admitted ([ACT] Eq. 5)",
+            stacklevel=2,
+        )
     optimizer = optax.adam(1e-5) if optimizer is None else optimizer
     index_options = {name: value for name, value in search_options.items() if name in _INDEX_OPTIONS}
     search_only = {name: value for name, value in search_options.items() if name not in _INDEX_OPTIONS}
