@@ -5,9 +5,12 @@ g is ||g_perp||^2 = (||w||^2 ||g||^2 - <w, g>^2) / ||w||^2, which cancels catast
 is nearly parallel to w: in float32 the relative error is about eps / sin^2(angle), 0.5 at 0.5
 degrees. Here the three sums are accumulated as unevaluated pairs hi + lo ("double-float":
 Dekker 1971, "A floating-point technique for extending the available precision"; Knuth's
-TwoSum), and every product is split into exact partial products, so the same single pass gives them to about eps^2
-and the difference to about eps relative. No float64 is needed (TPUs have none); it works in any
-binary float type, float32 and float64 alike.
+TwoSum), and every product is split into exact partial products (rows longer than 65,536 round
+one small partial product, an error that averages out over the row), so the same single pass
+gives them to about eps^2 and the difference to about eps relative. No float64 is needed (TPUs
+have none); it works in any binary float type, float32 and float64 alike. The price is
+arithmetic: on an H200 the compensated reduction made a stacked 103.6M-parameter ⊥AdamW step
+1.56 -> 2.20 ms with exact products everywhere (before long rows took the cheaper products).
 
 Products are split by masking the low half of the significand bits (not Veltkamp's
 multiply-and-subtract, which a compiler may contract into a fused multiply-add and so break).
@@ -17,6 +20,7 @@ combined with Knuth's TwoSum, which is exact in any order, so XLA's tree reducti
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -32,6 +36,11 @@ _MASKS = {
 }
 
 
+# Rows up to this size get exact products (their few rounding errors would not average out);
+# longer rows take the cheaper `_product_terms`, whose errors shrink as 1 / sqrt(size).
+_EXACT_MAX_SIZE = 1 << 16
+
+
 class _Pair(NamedTuple):
     """hi + lo, with |lo| at most half an ulp of hi once normalised."""
 
@@ -44,6 +53,14 @@ def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     uint, mask = _MASKS[jnp.dtype(x.dtype)]
     hi = lax.bitcast_convert_type(lax.bitcast_convert_type(x, uint) & uint(mask), x.dtype)
     return hi, x - hi
+
+
+def _product_terms(a: jax.Array, b: jax.Array) -> _Pair:
+    """a * b as hi + lo with hi = ah * bh exact and lo the other three partial products rounded
+    once: relative error below eps * 2^-11 of a * b, unbiased, so it averages out in long sums."""
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return _Pair(ah * bh, (ah * bl + al * bh) + al * bl)
 
 
 def _two_sum(x: _Pair, y: _Pair) -> _Pair:
@@ -77,7 +94,8 @@ def _normalised(x: _Pair) -> _Pair:
 @jax.custom_jvp
 def _dots(w: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
     """(<w,g>, <w,w>, <g,g>) over all axes but the first, each as hi, lo: one reduction."""
-    terms = [_product_pair(w, g), _product_pair(w, w), _product_pair(g, g)]
+    product = _product_pair if math.prod(w.shape[1:]) <= _EXACT_MAX_SIZE else _product_terms
+    terms = [product(w, g), product(w, w), product(g, g)]
     operands = [part for pair in terms for part in pair]
 
     def combine(xs, ys):
