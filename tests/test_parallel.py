@@ -116,7 +116,10 @@ def test_sharded_equals_one_device(name, axis_type):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+# Under pmap the optimizer runs on each device on gradients already averaged by pmean, so the
+# optimizer does not meet the device axis: two of them (one with per-leaf reductions) suffice here;
+# the sharded test above covers every optimizer, where the compiler does split the optimizer's work.
+@pytest.mark.parametrize("name", ["optax.adam", "jaxdl.perp_adamw"])
 def test_pmap_equals_one_device(name):
     optimizer = OPTIMIZERS[name]()
     n = jax.device_count()
