@@ -190,21 +190,25 @@ def test_one_query_block(benchmark, data, truth, indexes, precision):
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
+@pytest.mark.parametrize("query_block", [None, QUERIES])
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("precision", ["float32", "bf16"])
-def test_sharded_two_devices(benchmark, data, truth, precision, k):
+def test_sharded_two_devices(benchmark, data, truth, precision, k, query_block):
+    if query_block is not None and precision == "float32":
+        pytest.skip("one query block: measured at bf16 only")
     queries, exemplars = data
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
     index = build_index(exemplars, compute_dtype=jnp.bfloat16 if precision == "bf16" else None, mesh=mesh)
     _run(
         benchmark,
-        lambda: index.search(queries, k),
+        lambda: index.search(queries, k, query_block_size=query_block),
         group=f"sdm knn k={k} 2 devices",
         truth=truth,
         k=k,
         peer=(precision, k),
         precision=precision,
         devices=2,
+        query_block=query_block,
     )
 
 

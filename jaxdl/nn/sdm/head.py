@@ -14,7 +14,7 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -124,9 +124,15 @@ class SDMHead(nnx.Module):
             raise ValueError(
                 f"SDMHead: x must have {self.in_features} features in its last axis, got {x.shape}"
             )
-        mean, std = self.standardization[...]
-        exemplar_vectors = self.exemplar((x - mean) / std)
-        return self.classifier(exemplar_vectors), exemplar_vectors
+        return _adaptor(self._adaptor_params(), x)
+
+    def _adaptor_params(self) -> tuple:
+        """``((μ, σ), (W1, b1), (W2, b2))`` as plain arrays, for the functional `_adaptor`."""
+        return (
+            self.standardization[...],
+            (self.exemplar.kernel[...], cast(nnx.Param, self.exemplar.bias)[...]),
+            (self.classifier.kernel[...], cast(nnx.Param, self.classifier.bias)[...]),
+        )
 
     @property
     def memory_size(self) -> int:
@@ -230,16 +236,21 @@ class SDMHead(nnx.Module):
                 "SDMHead.predict: x has nan or inf entries; the SDM estimator needs finite features"
             )
         k = min(self.k, state.memory.vectors.shape[0])
-        graphdef, graph_state = nnx.split(self)
-        return _predict(graphdef, graph_state, x, k, tuple(sorted(search_options.items())))
+        return _predict(self._adaptor_params(), state, x, k, tuple(sorted(search_options.items())))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _predict(graphdef, graph_state, x: jax.Array, k: int, search_options: tuple) -> SDMOutput:
-    # A plain jit of the split head: predict reads the head and never writes its state back.
-    head = nnx.merge(graphdef, graph_state)
-    logits, exemplar_vectors = head(x)
-    return sdm_estimate(logits, exemplar_vectors, head.state.get_value(), k=k, **dict(search_options))
+def _adaptor(params: tuple, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The exemplar adaptor ([ACT] App. A.4): standardise, Dense → h', Dense → z' (no nonlinearity)."""
+    (mean, std), (kernel, bias), (out_kernel, out_bias) = params
+    exemplar_vectors = jnp.dot((x - mean) / std, kernel) + bias
+    return jnp.dot(exemplar_vectors, out_kernel) + out_bias, exemplar_vectors
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _predict(params: tuple, state: SDMState, x: jax.Array, k: int, search_options: tuple) -> SDMOutput:
+    # Plain arrays in, no module traversal per call; predict never writes the head's state back.
+    logits, exemplar_vectors = _adaptor(params, x)
+    return sdm_estimate(logits, exemplar_vectors, state, k=k, **dict(search_options))
 
 
 _LAYOUT_FILE = "sdm_head.json"
