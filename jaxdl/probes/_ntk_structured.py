@@ -173,7 +173,7 @@ def evaluate(jaxpr: FlatJaxpr, args: Sequence, taps: Sequence[Tap], perturbation
     for v, x in zip(jaxpr.invars, args, strict=True):
         env[v] = x
     by_eqn = {t.eqn_index: k for k, t in enumerate(taps)}
-    recorded = [None] * len(taps)
+    recorded: list[Any] = [None] * len(taps)
     for i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
         with eqn.ctx.manager:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from jaxdl._typing import PyTree
 
@@ -33,7 +32,15 @@ def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     3.0
     """
     parts = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y, precision=_HIGHEST), a, b))
-    return sum(parts[1:], parts[0])
+    return _sum(parts)
+
+
+def _sum(parts: list[jax.Array]) -> jax.Array:
+    """The sum of per-leaf partial results (one array)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 def tree_norm(a: PyTree) -> jax.Array:
@@ -96,7 +103,7 @@ def check_like(v: PyTree, like: PyTree, name: str = "v", like_name: str = "param
     Runs in Python on static shapes, so it is safe under ``jit``.
     """
     v_def, like_def = jax.tree.structure(v), jax.tree.structure(like)
-    if v_def != like_def:
+    if v_def != like_def:  # type: ignore[operator]  # PyTreeDef compares by structure
         raise ValueError(
             f"{name} must have the tree structure of {like_name}: got {v_def}, expected {like_def}"
         )
@@ -148,7 +155,7 @@ def block_dot(block: PyTree, v: PyTree) -> jax.Array:
         return jnp.tensordot(b.reshape(b.shape[0], -1), x.reshape(-1), axes=1, precision=_HIGHEST)
 
     parts = jax.tree.leaves(jax.tree.map(leaf_dot, block, v))
-    return sum(parts[1:], parts[0])
+    return _sum(parts)
 
 
 def block_combine(block: PyTree, coeffs: jax.Array) -> PyTree:
@@ -170,7 +177,7 @@ def block_gram(a: PyTree, b: PyTree) -> jax.Array:
         )
 
     parts = jax.tree.leaves(jax.tree.map(leaf_gram, a, b))
-    return sum(parts[1:], parts[0])
+    return _sum(parts)
 
 
 def block_matmul(block: PyTree, matrix: jax.Array) -> PyTree:
@@ -205,42 +212,3 @@ def shift(matvec: Operator, sigma: jax.Array | float) -> Operator:
 def scale(matvec: Operator, alpha: jax.Array | float) -> Operator:
     """The operator ``v -> alpha A v``."""
     return lambda v: tree_scale(alpha, matvec(v))
-
-
-def compose(*matvecs: Operator) -> Operator:
-    """The product operator ``A_1 A_2 ... A_n`` (the last one is applied first).
-
-    >>> double = lambda v: tree_scale(2.0, v)
-    >>> compose(double, double)({"w": jnp.ones(1)})["w"].tolist()
-    [4.0]
-    """
-    if not matvecs:
-        raise ValueError("compose needs at least one operator")
-
-    def product(v):
-        for matvec in reversed(matvecs):
-            v = matvec(v)
-        return v
-
-    return product
-
-
-def add(*matvecs: Operator) -> Operator:
-    """The sum operator ``A_1 + ... + A_n``."""
-    if not matvecs:
-        raise ValueError("add needs at least one operator")
-
-    def total(v):
-        out = matvecs[0](v)
-        for matvec in matvecs[1:]:
-            out = jax.tree.map(jnp.add, out, matvec(v))
-        return out
-
-    return total
-
-
-def dense_matrix(matvec: Operator, like: PyTree) -> jax.Array:
-    """The operator as a dense ``(P, P)`` matrix in ``ravel_pytree`` order (for small tests only)."""
-    flat, unravel = ravel_pytree(like)
-    columns = jax.vmap(lambda e: ravel_pytree(matvec(unravel(e)))[0])(jnp.eye(flat.size, dtype=flat.dtype))
-    return columns.T

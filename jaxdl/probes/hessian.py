@@ -1,189 +1,68 @@
-"""Hessian probes: HVP, Gauss-Newton and Fisher products, top eigenvalues, trace and spectral density.
+"""Hessian estimators: top eigenvalues, trace and spectral density of a curvature operator.
 
-All probes are pure functions of ``(loss_fn, params, batch)`` that run under ``jit`` with
-any parameter pytree (nothing is raveled), so they can be called every k steps inside a
-jitted training loop; a batch sharded over a ``Mesh`` turns their reductions into
-all-reduces. The methods:
+The operators (Hessian, GGN and empirical-Fisher products, microbatch averages) live in
+:mod:`jaxdl.probes.curvature`; their names stay importable from here. The estimators:
 
-- Hessian-vector product, forward-over-reverse ``jvp(grad(L))`` (Pearlmutter 1994; the JAX
-  autodiff cookbook): ``H v`` at about twice the cost of a gradient.
-- Generalised Gauss-Newton product ``J^T H_l J v`` (Schraudolph 2002; Martens 2020, eq. 9):
-  a ``jvp`` of the model, the loss Hessian in output space, a ``vjp`` back.
-- Empirical Fisher product ``(1/N) sum_i g_i g_i^T v`` (Kunstner et al. 2019, eq. 3).
 - Top eigenvalues by Lanczos with full reorthogonalisation (Lanczos 1950; Paige 1976) or by
   power iteration with deflation (PyHessian, Yao et al. 2020, Alg. 1).
 - Trace by Hutchinson (1989) with Rademacher probes, or Hutch++ (Meyer et al. 2021, Alg. 1).
 - Spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani,
   Krishnan & Xiao 2019, eq. 6) with Gaussian broadening as in PyHessian.
 
-The object whose curvature is probed is chosen by the first argument: a plain
-``loss_fn(params, batch) -> scalar`` means the Hessian; :class:`GGN` and
-:class:`EmpiricalFisher` select the other two. A :class:`Batches` in place of ``batch``
-averages the operator over stacked microbatches with ``lax.scan`` (a full-data Hessian
-whose data do not fit in one step).
+Each estimator is jitted once per ``loss_fn`` object and options (the functions are held
+weakly, so passing a new ``lambda`` every call recompiles but does not leak), and then once per
+input shapes. :func:`hessian_probes` binds a ``loss_fn`` once, for use in a training loop.
+Every estimator also runs inside the caller's ``jax.jit`` with traced ``params``, ``batch``
+and ``key``; a batch sharded over a ``Mesh`` turns their reductions into all-reduces.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdl._typing import PyTree
+from jaxdl.probes import _cache
 from jaxdl.probes import _operators as ops
 from jaxdl.probes import lanczos as lz
+from jaxdl.probes.curvature import (
+    GGN,
+    Batches,
+    EmpiricalFisher,
+    _curvature_from_parts,
+    _curvature_parts,
+    curvature_operator,
+    fisher_vp,
+    ggn_vp,
+    hvp,
+    stack_batches,
+)
 
-# ---- curvature specifications -----------------------------------------------------------------
+__all__ = [
+    "GGN",
+    "Batches",
+    "EigenResult",
+    "EmpiricalFisher",
+    "HessianProbes",
+    "SpectralDensity",
+    "TraceResult",
+    "curvature_operator",
+    "density_from_ritz",
+    "fisher_vp",
+    "ggn_vp",
+    "hessian_probes",
+    "hessian_trace",
+    "hvp",
+    "spectral_density",
+    "stack_batches",
+    "top_eigenvalues",
+]
 
-
-class GGN(NamedTuple):
-    """Select the generalised Gauss-Newton matrix ``J^T H_l J`` instead of the Hessian.
-
-    Attributes:
-      apply_fn: ``apply_fn(params, batch) -> outputs`` (any pytree of arrays).
-      loss: ``loss(outputs, batch) -> scalar``; its Hessian in output space is ``H_l``.
-
-    >>> spec = GGN(lambda w, b: b @ w, lambda out, b: 0.5 * jnp.mean(out**2))
-    >>> x = jnp.diag(jnp.array([2.0, 1.0]))
-    >>> top_eigenvalues(spec, jnp.zeros(2), x, key=jax.random.key(0)).eigenvalues.round(4).tolist()
-    [2.0]
-    """
-
-    apply_fn: Callable[[PyTree, PyTree], PyTree]
-    loss: Callable[[PyTree, PyTree], jax.Array]
-
-
-class EmpiricalFisher(NamedTuple):
-    """Select the empirical Fisher ``(1/N) sum_i g_i g_i^T`` (``g_i`` the per-example gradients).
-
-    Attributes:
-      per_example_loss_fn: ``per_example_loss_fn(params, batch) -> (N,)`` losses.
-
-    >>> spec = EmpiricalFisher(lambda w, b: b @ w)
-    >>> curvature_operator(spec, jnp.zeros(2), jnp.eye(2))(jnp.ones(2)).tolist()
-    [0.5, 0.5]
-    """
-
-    per_example_loss_fn: Callable[[PyTree, PyTree], jax.Array]
-
-
-class Batches(NamedTuple):
-    """Microbatches stacked along a leading axis; probes average their operator over them.
-
-    Every leaf of ``data`` has shape ``(num_batches, ...)``; the microbatches must have equal
-    sizes so that the average of per-batch mean losses is the full-data mean loss.
-
-    >>> loss = lambda w, b: 0.5 * jnp.mean((b["x"] @ w) ** 2)
-    >>> data = Batches({"x": jnp.ones((2, 3, 2))})  # 2 microbatches of 3 examples
-    >>> hvp(loss, jnp.zeros(2), data, jnp.array([1.0, 0.0])).tolist()
-    [1.0, 1.0]
-    """
-
-    data: PyTree
-
-
-def stack_batches(batches: Iterable[PyTree]) -> Batches:
-    """Stack an iterable of equally shaped batches into a :class:`Batches` (on the host).
-
-    >>> b = stack_batches([{"x": np.ones(3)}, {"x": np.zeros(3)}])
-    >>> b.data["x"].shape
-    (2, 3)
-    """
-    batches = list(batches)
-    if not batches:
-        raise ValueError("batches must contain at least one batch")
-    return Batches(jax.tree.map(lambda *xs: np.stack(xs), *batches))
-
-
-# ---- matrix-vector products -------------------------------------------------------------------
-
-
-def hvp(loss_fn: Callable, params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
-    """Hessian-vector product ``H v`` of ``loss_fn(., batch)`` at ``params`` (forward-over-reverse).
-
-    Args:
-      loss_fn: ``loss_fn(params, batch) -> scalar``.
-      params: any pytree of float arrays.
-      batch: the data (any pytree), or :class:`Batches` to average over microbatches.
-      v: a pytree with the structure and shapes of ``params``.
-
-    Returns:
-      ``H v``, shaped like ``params``.
-
-    >>> A = jnp.array([[2.0, 1.0], [1.0, 3.0]])
-    >>> hvp(lambda w, _: 0.5 * w @ A @ w, jnp.zeros(2), None, jnp.array([1.0, 0.0])).tolist()
-    [2.0, 1.0]
-    """
-    _check_inputs(params, v)
-    return _mean_over_batches(lambda b: jax.jvp(jax.grad(lambda p: loss_fn(p, b)), (params,), (v,))[1], batch)
-
-
-def ggn_vp(apply_fn: Callable, loss: Callable, params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
-    """Generalised Gauss-Newton product ``J^T H_l J v`` (Schraudolph 2002; Martens 2020, eq. 9).
-
-    ``J`` is the Jacobian of ``apply_fn(., batch)`` at ``params`` and ``H_l`` the Hessian of
-    ``loss(., batch)`` at the model outputs. It equals the Hessian for a model linear in its
-    parameters and, for softmax cross-entropy or squared error, the Fisher information.
-
-    Args:
-      apply_fn: ``apply_fn(params, batch) -> outputs``.
-      loss: ``loss(outputs, batch) -> scalar``.
-      params, batch, v: as in :func:`hvp`.
-
-    >>> X = jnp.array([[1.0, 0.0], [1.0, 2.0]])
-    >>> mse = lambda out, b: 0.5 * jnp.mean(out**2)
-    >>> ggn_vp(lambda w, b: X @ w, mse, jnp.zeros(2), None, jnp.array([1.0, 0.0])).tolist()
-    [1.0, 1.0]
-    """
-    _check_inputs(params, v)
-    return _mean_over_batches(lambda b: _ggn_operator(apply_fn, loss, params, b)(v), batch)
-
-
-def fisher_vp(per_example_loss_fn: Callable, params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
-    """Empirical Fisher product ``(1/N) sum_i g_i (g_i . v)`` without per-example gradients.
-
-    With ``l(p)`` the vector of the ``N`` per-example losses and ``J_l`` its Jacobian, this is
-    ``J_l^T (J_l v) / N`` (Kunstner, Balles & Hennig 2019, eq. 3): one ``jvp`` and one ``vjp``.
-
-    Args:
-      per_example_loss_fn: ``per_example_loss_fn(params, batch) -> (N,)``.
-      params, batch, v: as in :func:`hvp`.
-
-    >>> X = jnp.array([[1.0, 0.0], [0.0, 2.0]])
-    >>> fisher_vp(lambda w, b: X @ w, jnp.zeros(2), None, jnp.array([1.0, 1.0])).tolist()
-    [0.5, 2.0]
-    """
-    _check_inputs(params, v)
-    return _mean_over_batches(lambda b: _fisher_operator(per_example_loss_fn, params, b)(v), batch)
-
-
-def curvature_operator(
-    curvature: Callable | GGN | EmpiricalFisher, params: PyTree, batch: PyTree
-) -> ops.Operator:
-    """The matrix-free operator ``v -> C v`` for a curvature specification at ``params``.
-
-    The forward (and backward) pass is linearised once here, so repeated products, as in
-    Lanczos, replay only the linear part.
-
-    Args:
-      curvature: ``loss_fn(params, batch)`` (Hessian), :class:`GGN` or :class:`EmpiricalFisher`.
-      params: any pytree of float arrays.
-      batch: the data, or :class:`Batches`.
-
-    >>> op = curvature_operator(lambda w, _: jnp.sum(w**2), jnp.ones(2), None)
-    >>> op(jnp.array([1.0, 2.0])).tolist()
-    [2.0, 4.0]
-    """
-    ops.check_float_leaves(params)
-    if isinstance(batch, Batches):
-        _check_batches(batch)
-        return lambda v: _mean_over_batches(lambda b: _single_batch_operator(curvature, params, b)(v), batch)
-    return _single_batch_operator(curvature, params, batch)
-
+Curvature = Callable | GGN | EmpiricalFisher
 
 # ---- eigenvalues ------------------------------------------------------------------------------
 
@@ -213,9 +92,8 @@ class EigenResult(NamedTuple):
     num_matvecs: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "k", "method", "num_iters", "tol", "which"))
 def top_eigenvalues(
-    loss_fn: Callable | GGN | EmpiricalFisher,
+    loss_fn: Curvature,
     params: PyTree,
     batch: PyTree,
     *,
@@ -234,6 +112,12 @@ def top_eigenvalues(
     al. 2020, Alg. 1), ``num_iters`` iterations per eigenvalue at most, stopping when the
     relative change falls below ``tol``; for ``which="algebraic"`` it first finds the
     dominant eigenvalue and, if negative, shifts by it.
+
+    Compiles once per ``loss_fn`` object (for :class:`GGN` / :class:`EmpiricalFisher`, per
+    their functions), option values and input shapes; later calls reuse the program. The cache
+    holds ``loss_fn`` weakly, so a new ``lambda`` per call compiles every time but does not
+    leak: build the loss once outside the loop (or use :func:`hessian_probes`). Inside your
+    own ``jax.jit`` it is traced into your program with traced ``params``, ``batch``, ``key``.
 
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar``, or a :class:`GGN` / :class:`EmpiricalFisher`.
@@ -257,14 +141,19 @@ def top_eigenvalues(
     """
     _check_choice("method", method, ("lanczos", "power"))
     _check_choice("which", which, lz.WHICH)
-    dimension = _check_probe_args(params, key)
-    if not 1 <= k <= dimension:
-        raise ValueError(f"k must be in [1, {dimension}] (the number of parameters), got {k}")
-    if num_iters < k:
-        raise ValueError(f"num_iters must be at least k={k}, got {num_iters}")
-    if tol < 0:
-        raise ValueError(f"tol must be non-negative, got {tol}")
-    matvec = curvature_operator(loss_fn, params, batch)
+    dimension = _check_params(params)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= dimension:
+        raise ValueError(f"k must be an int in [1, {dimension}] (the number of parameters), got {k!r}")
+    _check_int("num_iters", num_iters, k, f"at least k={k}")
+    if not isinstance(tol, int | float) or not tol >= 0:
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    _check_key(key)
+    options = (k, method, num_iters, float(tol), which)
+    return _jitted("top_eigenvalues", loss_fn, options)(params, batch, key)
+
+
+def _top_eigenvalues_probe(curvature, k, method, num_iters, tol, which, params, batch, key) -> EigenResult:
+    matvec = curvature_operator(curvature, params, batch)
     if which == "smallest":
         res = _top_eigenvalues(ops.scale(matvec, -1.0), params, key, k, method, num_iters, tol, "algebraic")
         return res._replace(eigenvalues=-res.eigenvalues)
@@ -286,8 +175,10 @@ def _top_eigenvalues(matvec, params, key, k, method, num_iters, tol, which) -> E
     first = _deflated_power(matvec, v0, key, 1, num_iters, tol)
     sigma = jnp.minimum(first.eigenvalues[0], 0.0)
     warm = ops.block_get(first.eigenvectors, 0)
-    res = _deflated_power(ops.shift(matvec, sigma), warm, key, k, num_iters, tol)
-    return res._replace(eigenvalues=res.eigenvalues + sigma, num_matvecs=res.num_matvecs + first.num_matvecs)
+    shifted = _deflated_power(ops.shift(matvec, sigma), warm, key, k, num_iters, tol)
+    return shifted._replace(
+        eigenvalues=shifted.eigenvalues + sigma, num_matvecs=shifted.num_matvecs + first.num_matvecs
+    )
 
 
 def _deflated_power(matvec, v0, key, k, num_iters, tol) -> EigenResult:
@@ -353,11 +244,8 @@ class TraceResult(NamedTuple):
     samples: jax.Array
 
 
-@functools.partial(
-    jax.jit, static_argnames=("loss_fn", "num_samples", "method", "distribution", "vectors_per_step")
-)
 def hessian_trace(
-    loss_fn: Callable | GGN | EmpiricalFisher,
+    loss_fn: Curvature,
     params: PyTree,
     batch: PyTree,
     *,
@@ -376,6 +264,12 @@ def hessian_trace(
     exactly, and Hutchinson estimates the rest on ``(I - QQ^T) C (I - QQ^T)``; the error
     falls as ``1/m`` instead of ``1/sqrt(m)`` for matrices with decaying spectra.
 
+    Compiles once per ``loss_fn`` object (for :class:`GGN` / :class:`EmpiricalFisher`, per
+    their functions), option values and input shapes; later calls reuse the program. The cache
+    holds ``loss_fn`` weakly, so a new ``lambda`` per call compiles every time but does not
+    leak: build the loss once outside the loop (or use :func:`hessian_probes`). Inside your
+    own ``jax.jit`` it is traced into your program with traced ``params``, ``batch``, ``key``.
+
     Args:
       loss_fn, params, batch: as in :func:`top_eigenvalues`.
       key: PRNG key for the probe vectors.
@@ -393,13 +287,17 @@ def hessian_trace(
     """
     _check_choice("method", method, ("hutchinson", "hutch++"))
     _check_choice("distribution", distribution, ("rademacher", "normal"))
-    _check_probe_args(params, key)
     minimum = 3 if method == "hutch++" else 2
-    if num_samples < minimum:
-        raise ValueError(f"num_samples must be at least {minimum} for method={method!r}, got {num_samples}")
-    if vectors_per_step < 1:
-        raise ValueError(f"vectors_per_step must be a positive int, got {vectors_per_step}")
-    matvec = curvature_operator(loss_fn, params, batch)
+    _check_int("num_samples", num_samples, minimum, f"at least {minimum} for method={method!r}")
+    _check_int("vectors_per_step", vectors_per_step, 1)
+    _check_key(key)
+    options = (num_samples, method, distribution, vectors_per_step)
+    return _jitted("hessian_trace", loss_fn, options)(params, batch, key)
+
+
+def _trace_probe(curvature, num_samples, method, distribution, vectors_per_step, params, batch, key):
+    _check_params(params)
+    matvec = curvature_operator(curvature, params, batch)
     apply_block = lambda block: jax.lax.map(matvec, block, batch_size=vectors_per_step)
     draw = lambda k, n: jax.vmap(lambda kk: ops.tree_random_like(kk, params, distribution))(
         jax.random.split(k, n)
@@ -468,12 +366,8 @@ class SpectralDensity(NamedTuple):
     ritz_weights: jax.Array
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("loss_fn", "num_runs", "lanczos_steps", "sigma_squared", "num_points", "runs_per_step"),
-)
 def spectral_density(
-    loss_fn: Callable | GGN | EmpiricalFisher,
+    loss_fn: Curvature,
     params: PyTree,
     batch: PyTree,
     *,
@@ -493,6 +387,12 @@ def spectral_density(
     degree ``< 2m``. Averaging over runs estimates ``tr f(C) / P``; broadening each node by a
     Gaussian gives the density (Ghorbani, Krishnan & Xiao 2019, eq. 6):
     ``phi(t) = (1/runs) sum_runs sum_k s_k[0]^2 N(t; theta_k, sigma^2)``.
+
+    Compiles once per ``loss_fn`` object (for :class:`GGN` / :class:`EmpiricalFisher`, per
+    their functions), option values and input shapes; later calls reuse the program. The cache
+    holds ``loss_fn`` weakly, so a new ``lambda`` per call compiles every time but does not
+    leak: build the loss once outside the loop (or use :func:`hessian_probes`). Inside your
+    own ``jax.jit`` it is traced into your program with traced ``params``, ``batch``, ``key``.
 
     Args:
       loss_fn, params, batch: as in :func:`top_eigenvalues`.
@@ -515,17 +415,25 @@ def spectral_density(
     >>> round(float(sd.grid[jnp.argmax(sd.density)]), 2), sd.ritz_weights.sum(axis=1).round(4).tolist()
     (1.0, [1.0, 1.0])
     """
-    _check_probe_args(params, key)
     for name, value in (
         ("num_runs", num_runs),
         ("lanczos_steps", lanczos_steps),
         ("runs_per_step", runs_per_step),
+        ("num_points", num_points),
     ):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value}")
-    if sigma_squared <= 0:
-        raise ValueError(f"sigma_squared must be positive, got {sigma_squared}")
-    matvec = curvature_operator(loss_fn, params, batch)
+        _check_int(name, value, 1)
+    if not isinstance(sigma_squared, int | float) or not sigma_squared > 0:
+        raise ValueError(f"sigma_squared must be a positive number, got {sigma_squared!r}")
+    _check_key(key)
+    options = (num_runs, lanczos_steps, float(sigma_squared), num_points, runs_per_step)
+    return _jitted("spectral_density", loss_fn, options)(params, batch, key, grid)
+
+
+def _density_probe(
+    curvature, num_runs, lanczos_steps, sigma_squared, num_points, runs_per_step, params, batch, key, grid
+) -> SpectralDensity:
+    _check_params(params)
+    matvec = curvature_operator(curvature, params, batch)
 
     def one_run(run_key):
         v0 = ops.tree_random_like(run_key, params, "rademacher")
@@ -580,83 +488,132 @@ def density_from_ritz(
     return grid, density / jnp.trapezoid(density, grid)
 
 
-# ---- helpers ----------------------------------------------------------------------------------
+# ---- a probe object for one loss ----------------------------------------------------------------
 
 
-def _single_batch_operator(curvature, params, batch) -> ops.Operator:
-    if isinstance(curvature, GGN):
-        return _ggn_operator(curvature.apply_fn, curvature.loss, params, batch)
-    if isinstance(curvature, EmpiricalFisher):
-        return _fisher_operator(curvature.per_example_loss_fn, params, batch)
-    if callable(curvature):
-        _, linear_hvp = jax.linearize(jax.grad(lambda p: curvature(p, batch)), params)
-        return lambda v: linear_hvp(_checked(v, params))
-    raise TypeError(
-        f"loss_fn must be a callable loss_fn(params, batch), GGN or EmpiricalFisher, got {type(curvature).__name__}"
-    )
+class HessianProbes:
+    """The Hessian (or GGN / Fisher) probes of one ``loss_fn``, compiled once for a training loop.
+
+    Build it once, outside the loop, and call its methods with the current ``params``,
+    ``batch`` and ``key``; each method compiles on its first call per options and shapes and
+    reuses the program afterwards, eagerly or inside the caller's ``jax.jit``. The methods take
+    the keyword options of :func:`top_eigenvalues`, :func:`hessian_trace` and
+    :func:`spectral_density`.
+
+    Attributes:
+      loss_fn: ``loss_fn(params, batch) -> scalar``, or a :class:`GGN` / :class:`EmpiricalFisher`.
+
+    >>> probes = hessian_probes(lambda w, x: 0.5 * jnp.sum(x * w**2))  # H = diag(x)
+    >>> x, key = jnp.array([1.0, 2.0, 3.0]), jax.random.key(0)
+    >>> [round(float(probes.top_eigenvalues(jnp.zeros(3), x, key).eigenvalues[0]), 4) for _ in range(2)]
+    [3.0, 3.0]
+    >>> float(probes.trace(jnp.zeros(3), x, key, num_samples=2).trace), probes.hvp(jnp.zeros(3), x, jnp.ones(3)).tolist()
+    (6.0, [1.0, 2.0, 3.0])
+    """
+
+    def __init__(self, loss_fn: Curvature):
+        _curvature_parts(loss_fn)  # validates the specification
+        self.loss_fn = loss_fn
+
+    def hvp(self, params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
+        """``C v`` for the curvature ``C`` of ``loss_fn`` at ``params`` (jitted, see :func:`hvp`).
+
+        >>> hessian_probes(lambda w, _: jnp.sum(w**2)).hvp(jnp.ones(2), None, jnp.ones(2)).tolist()
+        [2.0, 2.0]
+        """
+        return _jitted("hvp", self.loss_fn, ())(params, batch, v)
+
+    def top_eigenvalues(self, params: PyTree, batch: PyTree, key: jax.Array, **options: Any) -> EigenResult:
+        """:func:`top_eigenvalues` of ``loss_fn``.
+
+        >>> probes = hessian_probes(lambda w, _: 0.5 * jnp.sum(jnp.array([1.0, 4.0]) * w**2))
+        >>> probes.top_eigenvalues(jnp.zeros(2), None, jax.random.key(0)).eigenvalues.round(4).tolist()
+        [4.0]
+        """
+        return top_eigenvalues(self.loss_fn, params, batch, key=key, **options)
+
+    def trace(self, params: PyTree, batch: PyTree, key: jax.Array, **options: Any) -> TraceResult:
+        """:func:`hessian_trace` of ``loss_fn``.
+
+        >>> probes = hessian_probes(lambda w, _: 0.5 * jnp.sum(jnp.array([1.0, 4.0]) * w**2))
+        >>> float(probes.trace(jnp.zeros(2), None, jax.random.key(0), num_samples=2).trace)
+        5.0
+        """
+        return hessian_trace(self.loss_fn, params, batch, key=key, **options)
+
+    def density(self, params: PyTree, batch: PyTree, key: jax.Array, **options: Any) -> SpectralDensity:
+        """:func:`spectral_density` of ``loss_fn``.
+
+        >>> probes = hessian_probes(lambda w, _: 0.5 * jnp.sum(jnp.array([1.0, 4.0]) * w**2))
+        >>> probes.density(jnp.zeros(2), None, jax.random.key(0), num_runs=1).ritz_values.round(4).tolist()
+        [[1.0, 4.0]]
+        """
+        return spectral_density(self.loss_fn, params, batch, key=key, **options)
 
 
-def _ggn_operator(apply_fn, loss, params, batch) -> ops.Operator:
-    outputs, jvp_fn = jax.linearize(lambda p: apply_fn(p, batch), params)
-    vjp_fn = jax.linear_transpose(jvp_fn, params)
-    _, output_hvp = jax.linearize(jax.grad(lambda o: loss(o, batch)), outputs)
-    return lambda v: vjp_fn(output_hvp(jvp_fn(_checked(v, params))))[0]
+def hessian_probes(loss_fn: Curvature) -> HessianProbes:
+    """Bind the probes to one ``loss_fn`` (or :class:`GGN` / :class:`EmpiricalFisher`): see :class:`HessianProbes`.
+
+    >>> probes = hessian_probes(lambda w, _: jnp.sum(w**2))
+    >>> round(float(probes.top_eigenvalues(jnp.ones(3), None, jax.random.key(0)).eigenvalues[0]), 4)
+    2.0
+    """
+    return HessianProbes(loss_fn)
 
 
-def _fisher_operator(per_example_loss_fn, params, batch) -> ops.Operator:
-    losses, jvp_fn = jax.linearize(lambda p: per_example_loss_fn(p, batch), params)
-    if jnp.ndim(losses) != 1:
-        raise ValueError(
-            f"per_example_loss_fn must return a vector of per-example losses, got shape {jnp.shape(losses)}"
-        )
-    vjp_fn = jax.linear_transpose(jvp_fn, params)
-    return lambda v: vjp_fn(jvp_fn(_checked(v, params)) / losses.shape[0])[0]
+# ---- the compile cache and argument checks ------------------------------------------------------
 
 
-def _mean_over_batches(fn: Callable[[PyTree], PyTree], batch: PyTree) -> PyTree:
-    """``fn(batch)``, or the mean of ``fn`` over the microbatches of a :class:`Batches`."""
-    if not isinstance(batch, Batches):
-        return fn(batch)
-    num = _check_batches(batch)
-
-    def accumulate(total, microbatch):
-        return jax.tree.map(jnp.add, total, fn(microbatch)), None
-
-    first = fn(jax.tree.map(lambda x: x[0], batch.data))
-    rest = jax.tree.map(lambda x: x[1:], batch.data)
-    total, _ = jax.lax.scan(accumulate, first, rest)
-    return jax.tree.map(lambda t: t / num, total)
+def _hvp_probe(curvature, params, batch, v):
+    if callable(curvature) and not isinstance(curvature, GGN | EmpiricalFisher):
+        return hvp(curvature, params, batch, v)
+    return curvature_operator(curvature, params, batch)(v)
 
 
-def _check_batches(batch: Batches) -> int:
-    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(batch.data)}
-    if len(sizes) != 1 or None in sizes:
-        raise ValueError(
-            f"every leaf of Batches.data must have the same leading (microbatch) axis, got sizes {sizes}"
-        )
-    (num,) = sizes
-    if num < 1:
-        raise ValueError("Batches.data must hold at least one microbatch")
-    return num
+_PROBES: dict[str, Callable[..., Any]] = {
+    "hvp": _hvp_probe,
+    "top_eigenvalues": _top_eigenvalues_probe,
+    "hessian_trace": _trace_probe,
+    "spectral_density": _density_probe,
+}
 
 
-def _check_inputs(params, v) -> None:
+def _jitted(name: str, loss_fn: Curvature, options: tuple) -> Callable[..., Any]:
+    """The jitted probe ``name`` for ``loss_fn`` and static ``options``, from the weak cache."""
+    kind, functions = _curvature_parts(loss_fn)
+
+    def build(resolve):
+        def probe(*args):
+            return _PROBES[name](_curvature_from_parts(kind, resolve()), *options, *args)
+
+        probe.__name__ = probe.__qualname__ = name
+        return jax.jit(probe)
+
+    return _cache.cached(functions, (name, kind, options), build)
+
+
+def _check_params(params) -> int:
     ops.check_float_leaves(params)
-    ops.check_like(v, params)
+    return ops.tree_size(params)
 
 
-def _checked(v, params):
-    ops.check_like(v, params)
-    return v
-
-
-def _check_probe_args(params, key) -> int:
-    ops.check_float_leaves(params)
-    if not isinstance(key, jax.Array) or not (
+def _check_key(key) -> None:
+    """Refuse anything but a PRNG key, before tracing (so the message shows the value, not a tracer)."""
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be a PRNG key (jax.random.key(seed)), got {type(key).__name__} {key!r}")
+    if not (
         jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape == (2,))
     ):
-        raise TypeError(f"key must be a PRNG key (jax.random.key(seed)), got {key!r}")
-    return ops.tree_size(params)
+        raise TypeError(
+            "key must be a PRNG key (jax.random.key(seed)) or a legacy uint32[2] key, got an array of "
+            f"dtype {key.dtype} and shape {key.shape}"
+        )
+
+
+def _check_int(name: str, value: Any, minimum: int, expected: str | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        expected = expected or ("a positive int" if minimum == 1 else f"an int >= {minimum}")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -122,7 +122,7 @@ class SpectrumComparison(NamedTuple):
       >>> cmp = batch_vs_full_spectrum(
       ...     loss_fn, jnp.zeros(2), data, key=jax.random.key(0), batch_sizes=[1, 2], num_draws=2, num_iters=2
       ... )
-      >>> cmp.batch_sizes.tolist(), cmp.batch_max.round(4).tolist(), float(cmp.full_max), float(cmp.full_min)
+      >>> cmp.batch_sizes.tolist(), cmp.batch_max.round(4).tolist(), round(float(cmp.full_max), 4), round(float(cmp.full_min), 4)
       ([1, 2], [[4.0, 4.0], [2.0, 2.0]], 2.0, 2.0)
       >>> bool((cmp.batch_min[0] < cmp.full_min).all())  # the batch extremes lie outside the full ones
       True
@@ -179,7 +179,7 @@ def batch_vs_full_spectrum(
     sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(data)}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"every leaf of data must share a leading example axis, got sizes {sizes}")
-    (n,) = sizes
+    n = int(sizes.pop() or 0)
     batch_sizes = tuple(int(b) for b in batch_sizes)
     if not batch_sizes or any(not 1 <= b <= n for b in batch_sizes):
         raise ValueError(f"batch_sizes must be non-empty ints in [1, {n}], got {batch_sizes}")

@@ -28,9 +28,10 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxdl.probes import _cache
 from jaxdl.probes import _ntk_structured as sd
 
-IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
+_IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
 # Elements of parameter-space vectors held at once by "ntvp" (one per basis vector in a chunk): 512 MiB.
 _NTVP_CHUNK_ELEMENTS = 2**27
 
@@ -261,7 +262,7 @@ def _auto_choice(f, params, example, layout) -> str:
         return "structured"
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, example))
     try:
-        forward = float(jax.jit(f).lower(*shapes).cost_analysis()["flops"])
+        forward = float(jax.jit(f).lower(*shapes).cost_analysis()["flops"])  # type: ignore[index]
     except Exception:  # no cost model on this backend: a dense network's 2 FLOPs per parameter
         forward = 2.0 * sum(sizes)
     outputs = math.prod(closed.outvars[0].aval.shape[1:])
@@ -301,6 +302,8 @@ def _check_inputs(f, params, x1, x2):
             raise TypeError(f"{name} must be an array with a leading batch axis, got {type(x).__name__}")
         if x is not None and x.ndim < 1:
             raise ValueError(f"{name} must have a leading batch axis, got shape {x.shape}")
+        if x is not None and x.shape[0] == 0:
+            raise ValueError(f"{name} must hold at least one example, got shape {x.shape}")
     if x2 is not None and x1.shape[1:] != x2.shape[1:]:
         raise ValueError(f"x1 and x2 must have the same per-example shape, got {x1.shape} and {x2.shape}")
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, x1))
@@ -315,6 +318,38 @@ def _check_inputs(f, params, x1, x2):
     if not jnp.issubdtype(out.dtype, jnp.inexact):
         raise TypeError(f"f(params, x) must return floating-point outputs, got {out.dtype}")
     return out.shape[1:]
+
+
+def empirical_ntk_fn(
+    f: Callable[[Any, jax.Array], jax.Array],
+    *,
+    trace_axes: Sequence[int] = (-1,),
+    diagonal_axes: Sequence[int] = (),
+    implementation: str = "auto",
+    batch_size: int | None = None,
+    precision: jax.lax.Precision | str | None = None,
+    mesh: Mesh | None = None,
+) -> Callable[..., jax.Array]:
+    """A jitted kernel function ``ntk(params, x1, x2=None)`` for the empirical NTK of ``f``.
+
+    The factory of neural-tangents' ``empirical_ntk_fn`` (Novak et al. 2022), with the
+    arguments of :func:`empirical_ntk`. The returned function compiles once per input shapes
+    and dtypes (the "auto" choice of implementation is made then, so it is cached by shapes
+    too); later calls with the same shapes compile nothing. Inside the caller's ``jax.jit`` it
+    is traced into the caller's program, with traced ``params`` and inputs.
+
+    Returns:
+      ``ntk(params, x1, x2=None) -> Θ``, as :func:`empirical_ntk` (``x2=None`` means ``x1``).
+
+    >>> import jax.numpy as jnp
+    >>> ntk = empirical_ntk_fn(lambda w, x: x @ w, implementation="jacobian")
+    >>> x = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> ntk(jnp.ones((2, 3)), x)  # x1 · x2ᵀ
+    Array([[ 5., 11.],
+           [11., 25.]], dtype=float32)
+    """
+    options = _ntk_options(trace_axes, diagonal_axes, implementation, batch_size, precision, mesh)
+    return _build_ntk(lambda: (f,), options)
 
 
 def empirical_ntk(
@@ -359,6 +394,11 @@ def empirical_ntk(
       Θ with shape (N1, N2, *pairs), where each non-traced, non-diagonal output axis of size d appears
       as (d, d) in order; e.g. (N1, N2) by default and (N1, N2, O, O) for ``trace_axes=()``.
 
+    Compiles once per ``f`` object, options and input shapes: the kernel functions of
+    :func:`empirical_ntk_fn` are cached by ``(f, options)`` with ``f`` held weakly, so repeated
+    calls with the same ``f`` compile nothing, and a new ``lambda`` per call compiles each time
+    but does not leak. Inside the caller's ``jax.jit`` it is traced into the caller's program.
+
     >>> import jax.numpy as jnp
     >>> f = lambda w, x: x @ w
     >>> x = jnp.array([[1.0, 2.0], [3.0, 4.0]])
@@ -366,47 +406,79 @@ def empirical_ntk(
     Array([[ 5., 11.],
            [11., 25.]], dtype=float32)
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    options = _ntk_options(trace_axes, diagonal_axes, implementation, batch_size, precision, mesh)
+    ntk = _cache.cached((f,), ("empirical_ntk", options), lambda resolve: _build_ntk(resolve, options))
+    return ntk(params, x1, x2)
+
+
+class _NtkOptions(NamedTuple):
+    trace_axes: tuple[int, ...]
+    diagonal_axes: tuple[int, ...]
+    implementation: str
+    batch_size: int | None
+    precision: Any
+    mesh: Mesh | None
+
+
+def _ntk_options(trace_axes, diagonal_axes, implementation, batch_size, precision, mesh) -> _NtkOptions:
+    if implementation not in _IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    out_shape = _check_inputs(f, params, x1, x2)
-    layout = _layout(out_shape, tuple(trace_axes), tuple(diagonal_axes))
-    diagonal_batch = layout.lhs[0] == layout.rhs[0]
-    if diagonal_batch and x2 is not None and x2.shape[0] != x1.shape[0]:
-        raise ValueError(
-            f"diagonal_axes=(0,) needs as many x2 as x1 examples, got {x2.shape[0]} and {x1.shape[0]}"
-        )
-    if implementation == "auto":
-        implementation = _auto_choice(f, params, x1[:1], layout)
-    kernel = functools.partial(_KERNELS[implementation], f, layout=layout, precision=precision)
+    for name, axes in (("trace_axes", trace_axes), ("diagonal_axes", diagonal_axes)):
+        if not all(isinstance(a, int) and not isinstance(a, bool) for a in tuple(axes)):
+            raise TypeError(f"{name} must be a sequence of ints, got {axes!r}")
+    if isinstance(precision, list):
+        precision = tuple(precision)
+    return _NtkOptions(tuple(trace_axes), tuple(diagonal_axes), implementation, batch_size, precision, mesh)
 
-    def rows(params, a, b):
-        if batch_size is None:
-            return kernel(params, a, b)
-        return _tiled(kernel, params, a, a if b is None else b, batch_size, diagonal_batch)
 
-    if mesh is None:
-        # One compiled program instead of op-by-op dispatch; inlined when the caller already jits.
-        return jax.jit(rows)(params, x1, x2)
-    x2 = x1 if x2 is None else x2
-    axes = P(mesh.axis_names)
-    n1 = x1.shape[0]
-    multiple = mesh.size * (batch_size or 1)
-    x1 = _pad_rows(x1, multiple)
-    x2 = _pad_rows(x2, multiple) if diagonal_batch else x2
-    # check_vma=False: the structured path replays a jaxpr traced outside the shard_map, whose
-    # equations mix replicated parameters with device-varying inputs.
-    specs = (P(), axes, axes if diagonal_batch else P())
-    sharded = jax.shard_map(rows, mesh=mesh, in_specs=specs, out_specs=axes, check_vma=False)
-    if AxisType.Explicit not in mesh.axis_types:
-        return jax.jit(sharded)(params, x1, x2)[:n1]
-    # Explicit meshes want inputs laid out as in_specs, and a sharding for the slice that drops padding.
-    place = lambda x, spec: jax.sharding.reshard(x, NamedSharding(mesh, spec))
-    explicit = lambda p, a, b: place(sharded(p, place(a, specs[1]), place(b, specs[2])), P())[:n1]
-    return jax.jit(explicit)(params, x1, x2)
+def _build_ntk(resolve: Callable[[], tuple[Callable, ...]], options: _NtkOptions) -> Callable[..., jax.Array]:
+    """The jitted kernel function; ``resolve()`` gives ``(f,)`` at trace time."""
+    mesh, batch_size = options.mesh, options.batch_size
+
+    def ntk(params, x1, x2=None):
+        (f,) = resolve()
+        out_shape = _check_inputs(f, params, x1, x2)
+        layout = _layout(out_shape, options.trace_axes, options.diagonal_axes)
+        diagonal_batch = layout.lhs[0] == layout.rhs[0]
+        if diagonal_batch and x2 is not None and x2.shape[0] != x1.shape[0]:
+            raise ValueError(
+                f"diagonal_axes=(0,) needs as many x2 as x1 examples, got {x2.shape[0]} and {x1.shape[0]}"
+            )
+        implementation = options.implementation
+        if implementation == "auto":
+            implementation = _auto_choice(f, params, x1[:1], layout)
+        kernel = functools.partial(_KERNELS[implementation], f, layout=layout, precision=options.precision)
+
+        def rows(params, a, b):
+            if batch_size is None:
+                return kernel(params, a, b)
+            return _tiled(kernel, params, a, a if b is None else b, batch_size, diagonal_batch)
+
+        if mesh is None:
+            return rows(params, x1, x2)
+        x2 = x1 if x2 is None else x2
+        axes = P(mesh.axis_names)
+        n1 = x1.shape[0]
+        multiple = mesh.size * (batch_size or 1)
+        x1 = _pad_rows(x1, multiple)
+        x2 = _pad_rows(x2, multiple) if diagonal_batch else x2
+        # check_vma=False: the structured path replays a jaxpr traced outside the shard_map, whose
+        # equations mix replicated parameters with device-varying inputs.
+        specs = (P(), axes, axes if diagonal_batch else P())
+        sharded = jax.shard_map(rows, mesh=mesh, in_specs=specs, out_specs=axes, check_vma=False)
+        if AxisType.Explicit not in mesh.axis_types:
+            return sharded(params, x1, x2)[:n1]
+        # Explicit meshes want inputs laid out as in_specs, and a sharding for the slice that drops padding.
+        place = lambda x, spec: jax.sharding.reshard(x, NamedSharding(mesh, spec))
+        return place(sharded(params, place(x1, specs[1]), place(x2, specs[2])), P())[:n1]
+
+    return jax.jit(ntk)
 
 
 # --------------------------------------------------------------------------- Flax adapters
@@ -428,7 +500,8 @@ def ntk_fn_from_nnx(module) -> tuple[Callable, Any]:
 
     if not isinstance(module, nnx.Module):
         raise TypeError(f"module must be a flax.nnx.Module, got {type(module).__name__}")
-    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    graphdef, params, *others = nnx.split(module, nnx.Param, ...)
+    rest = others[0]
     return (lambda p, x: nnx.merge(graphdef, p, rest)(x)), params
 
 

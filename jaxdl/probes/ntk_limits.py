@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -160,6 +161,9 @@ def ntk_predict_mse(
     f0_test: jax.Array | None,
     t: float | jax.Array,
     learning_rate: float,
+    *,
+    diag_reg: float = 0.0,
+    diag_reg_absolute_scale: bool = False,
 ) -> MsePrediction:
     """Outputs of a network trained by gradient flow on MSE, from its NTK (Lee et al. 2019, eq. 9-10).
 
@@ -169,7 +173,11 @@ def ntk_predict_mse(
         f_t(x) = f_0(x) + Θ(x, X) Θ⁻¹ (I − e^{−ηΘt}) (Y − f_0(X)),
 
     evaluated through one eigendecomposition Θ = V Λ Vᵀ, with (1 − e^{−ηλt})/λ → ηt as λ → 0 (so a
-    singular Θ is fine). For neural-tangents' mean loss 1/(2n)‖·‖² pass ``learning_rate = η / y.size``;
+    singular Θ is fine). Eigenvalues below ``N · eps · λ_max`` count as zero: their residual never
+    decays, and at ``t = inf`` (the fully trained network) the test prediction uses the pseudo-inverse
+    Θ⁺ there, the limit of the finite-``t`` formula for a kernel J Jᵀ (whose null space carries no
+    cross-kernel). ``diag_reg`` adds a ridge to Θ(X, X) as neural-tangents' ``gradient_descent_mse``
+    does: ``diag_reg · tr(Θ)/N · I``, or ``diag_reg · I`` with ``diag_reg_absolute_scale=True``. For neural-tangents' mean loss 1/(2n)‖·‖² pass ``learning_rate = η / y.size``;
     for k steps of gradient descent with a small step η use t = k.
 
     Args:
@@ -178,8 +186,10 @@ def ntk_predict_mse(
       ntk_test_train: Θ(x, X), shape (M, N) or (M, N, K, K); None skips the test prediction.
       y_train: targets, shape (N, K) (or (N,)).
       f0_train, f0_test: outputs at initialisation, shapes like y_train and (M, K).
-      t: training time, a scalar or a vector of T times.
-      learning_rate: η.
+      t: training time ``>= 0``, a scalar or a vector of T times; ``jnp.inf`` gives the converged network.
+      learning_rate: η, a positive number.
+      diag_reg: ridge added to the diagonal of Θ(X, X) (``>= 0``).
+      diag_reg_absolute_scale: whether ``diag_reg`` is absolute, or relative to the mean diagonal of Θ.
 
     Returns:
       `MsePrediction(train, test)`, each with a leading axis of size T when t is a vector.
@@ -191,6 +201,12 @@ def ntk_predict_mse(
     Array([[ 1.],
            [-1.]], dtype=float32)
     """
+    if isinstance(learning_rate, int | float) and not (learning_rate > 0 and math.isfinite(learning_rate)):
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+    if not isinstance(diag_reg, int | float) or not (diag_reg >= 0 and math.isfinite(diag_reg)):
+        raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg!r}")
+    if isinstance(t, int | float) and not t >= 0:
+        raise ValueError(f"t must be >= 0 (or jnp.inf), got {t!r}")
     theta = _as_matrix(ntk_train_train, "ntk_train_train")
     y_train, f0_train = jnp.asarray(y_train), jnp.asarray(f0_train)
     if y_train.shape != f0_train.shape or y_train.ndim not in (1, 2):
@@ -204,19 +220,22 @@ def ntk_predict_mse(
             f"ntk_train_train has shape {jnp.shape(ntk_train_train)}, which does not match y_train {y_train.shape}"
         )
     residual0 = (f0_train - y_train).reshape(rows, -1)  # (N·K, 1) for a full kernel, else (N, K)
+    if diag_reg:
+        scale = 1.0 if diag_reg_absolute_scale else jnp.trace(theta) / rows
+        theta = theta + diag_reg * scale * jnp.eye(rows, dtype=theta.dtype)
     eigenvalues, vectors = jnp.linalg.eigh(theta)
-    eigenvalues = jnp.maximum(eigenvalues, 0.0)
-    t = jnp.asarray(t, dtype=theta.dtype)
-    rate = learning_rate * eigenvalues * t[..., None]  # (..., N)
-    decay = jnp.exp(-rate)
-    # (1 − e^{−ηλt}) / λ, continuous at λ = 0.
-    gain = jnp.where(
-        eigenvalues > 0,
-        -jnp.expm1(-rate) / jnp.where(eigenvalues > 0, eigenvalues, 1.0),
-        learning_rate * t[..., None],
-    )
+    tiny = rows * jnp.finfo(eigenvalues.dtype).eps * jnp.max(jnp.abs(eigenvalues))
+    positive = eigenvalues > tiny
+    eigenvalues = jnp.where(positive, eigenvalues, 0.0)
+    t = jnp.asarray(t, dtype=theta.dtype)[..., None]
+    safe = jnp.where(positive, eigenvalues, 1.0)
+    rate = learning_rate * safe * t  # (..., N); finite where the eigenvalue is zero
+    decay = jnp.where(positive, jnp.exp(-rate), 1.0)
+    # (1 − e^{−ηλt}) / λ, continuous at λ = 0 (ηt there), and 0 there at t = ∞ (the pseudo-inverse).
+    gain = jnp.where(positive, -jnp.expm1(-rate) / safe, jnp.where(jnp.isinf(t), 0.0, learning_rate * t))
     projected = vectors.T @ residual0
-    train = y_train + (vectors @ (decay[..., :, None] * projected)).reshape(t.shape + y_train.shape)
+    times = t.shape[:-1]
+    train = y_train + (vectors @ (decay[..., :, None] * projected)).reshape(times + y_train.shape)
     if ntk_test_train is None:
         return MsePrediction(train, None)
     cross = _as_matrix(ntk_test_train, "ntk_test_train")
@@ -225,7 +244,7 @@ def ntk_predict_mse(
         raise ValueError(
             f"ntk_test_train has shape {jnp.shape(ntk_test_train)}, which does not match y_train {y_train.shape}"
         )
-    test = f0_test - (cross @ vectors @ (gain[..., :, None] * projected)).reshape(t.shape + f0_test.shape)
+    test = f0_test - (cross @ vectors @ (gain[..., :, None] * projected)).reshape(times + f0_test.shape)
     return MsePrediction(train, test)
 
 
@@ -267,4 +286,11 @@ def ntk_spectrum(theta: jax.Array) -> Spectrum:
     eigenvalues = jnp.maximum(jnp.linalg.eigvalsh(matrix)[::-1], 0.0)  # round-off can dip below 0
     p = eigenvalues / jnp.sum(eigenvalues)
     entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
-    return Spectrum(eigenvalues, eigenvalues[0] / eigenvalues[-1], jnp.exp(entropy))
+    # A non-finite kernel has no spectrum: NaN summaries rather than a plausible effective rank.
+    finite = jnp.all(jnp.isfinite(matrix))
+    nan = jnp.array(jnp.nan, eigenvalues.dtype)
+    return Spectrum(
+        jnp.where(finite, eigenvalues, nan),
+        jnp.where(finite, eigenvalues[0] / eigenvalues[-1], nan),
+        jnp.where(finite, jnp.exp(entropy), nan),
+    )

@@ -76,7 +76,7 @@ def test_quadratic_and_least_squares_hessians_exact(x64, rng):
     params = {"u": jnp.zeros(3), "v": jnp.zeros((2, 2))}
     quad = lambda p, _: 0.5 * ravel_pytree(p)[0] @ a @ ravel_pytree(p)[0]
     np.testing.assert_allclose(
-        ops.dense_matrix(hs.curvature_operator(quad, params, None), params), a, atol=1e-12
+        ref.dense_matrix(hs.curvature_operator(quad, params, None), params), a, atol=1e-12
     )
     # least squares L = 1/(2n) ||X w - y||^2: H = X^T X / n, and GGN = H for a linear model
     x, y = rng.normal(size=(20, 4)), rng.normal(size=20)
@@ -85,8 +85,8 @@ def test_quadratic_and_least_squares_hessians_exact(x64, rng):
     mse = lambda out, b: 0.5 * jnp.mean((out - b[1]) ** 2)
     batch = (jnp.asarray(x), jnp.asarray(y))
     expected = x.T @ x / 20
-    h = ops.dense_matrix(hs.curvature_operator(lambda w, b: mse(linear(w, b), b), w, batch), w)
-    g = ops.dense_matrix(hs.curvature_operator(hs.GGN(linear, mse), w, batch), w)
+    h = ref.dense_matrix(hs.curvature_operator(lambda w, b: mse(linear(w, b), b), w, batch), w)
+    g = ref.dense_matrix(hs.curvature_operator(hs.GGN(linear, mse), w, batch), w)
     np.testing.assert_allclose(h, expected, atol=1e-12)
     np.testing.assert_allclose(g, expected, atol=1e-12)
 
@@ -186,7 +186,6 @@ def test_trace_exact_on_diagonal_and_within_standard_error_on_mlp(x64):
     predicted_se = ref.hutchinson_rademacher_std(h) / np.sqrt(200)
     assert abs(float(res.trace) - np.trace(h)) < 3.5 * predicted_se
     np.testing.assert_allclose(res.standard_error, predicted_se, rtol=0.3)
-    np.testing.assert_allclose(res.trace, np.mean(res.samples))
 
 
 def test_hutch_plus_plus_exact_for_low_rank_and_tighter_than_hutchinson(x64, rng):
@@ -339,7 +338,7 @@ def test_bad_inputs_raise_clear_errors():
         hs.top_eigenvalues(mlp_loss, params, batch, key=0)
     with pytest.raises(ValueError, match="method must be one of"):
         hs.hessian_trace(mlp_loss, params, batch, key=KEY, method="girard")
-    with pytest.raises(ValueError, match="k must be in"):
+    with pytest.raises(ValueError, match="k must be an int in"):
         hs.top_eigenvalues(mlp_loss, params, batch, key=KEY, k=1000)
     with pytest.raises(ValueError, match="which must be one of"):
         hs.top_eigenvalues(mlp_loss, params, batch, key=KEY, which="largest")

@@ -79,3 +79,15 @@ def empirical_fisher(per_example_grads: np.ndarray) -> np.ndarray:
 def marchenko_pastur_edge(variance: float, dimension: int, samples: int) -> float:
     """Upper edge variance * (1 + sqrt(P/B))^2 of the spectrum of X^T X / B, X with i.i.d. entries."""
     return variance * (1.0 + np.sqrt(dimension / samples)) ** 2
+
+
+def dense_matrix(matvec, like) -> np.ndarray:
+    """A matrix-free operator on pytrees as a dense ``(P, P)`` float64 matrix, one column per basis
+    vector, in ``ravel_pytree`` order (for small tests only)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    flat, unravel = ravel_pytree(like)
+    columns = jax.vmap(lambda e: ravel_pytree(matvec(unravel(e)))[0])(jnp.eye(flat.size, dtype=flat.dtype))
+    return np.asarray(columns).T
