@@ -167,7 +167,7 @@ def test_bad_inputs(tmp_path):
 
 
 def test_training_loss_that_diverges_raises():
-    x, y = mixture(np.random.default_rng(0), 20)
+    x, y = mixture(np.random.default_rng(0), 60)  # the 50 calibration points hold every class
     head = SDMHead(FEATURES, NUM_CLASSES, hidden=8, k=8, rngs=nnx.Rngs(0))
     with pytest.raises(FloatingPointError, match="training loss became"):
         fit_sdm(
