@@ -84,3 +84,41 @@ def plot_curves(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     print(f"wrote {path}")
+
+
+def load_digits(seed: int, *, test_fraction: float = 0.25, limit: int | None = None) -> dict:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), split per class.
+
+    The data ship inside the scikit-learn wheel (UCI optdigits test set: 8x8 blocks of 4x4 pixel counts,
+    values 0..16), so nothing downloads. Each class is shuffled with ``seed`` and its first
+    ``test_fraction`` goes to the test split, so both splits keep the class balance. ``limit`` keeps that
+    many images (drawn the same way) for smoke runs.
+
+    Returns ``{"x_train", "y_train", "x_test", "y_test"}``: images float32 (n, 8, 8) in [0, 1], labels int32.
+    """
+    import numpy as np
+
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as err:
+        raise ImportError("the digits examples need scikit-learn: pip install 'jaxdl[examples]'") from err
+    digits = sklearn_digits()
+    images = (digits.images / 16.0).astype(np.float32)
+    labels = digits.target.astype(np.int32)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    if limit is not None:
+        order = order[:limit]
+    train, test = [], []
+    for c in np.unique(labels[order]):
+        rows = order[labels[order] == c]
+        cut = int(round(test_fraction * len(rows)))
+        test.append(rows[:cut])
+        train.append(rows[cut:])
+    train_rows, test_rows = rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+    return {
+        "x_train": images[train_rows],
+        "y_train": labels[train_rows],
+        "x_test": images[test_rows],
+        "y_test": labels[test_rows],
+    }
