@@ -21,9 +21,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import numerics
 
-from jaxdl.optim._checks import check_adam, check_nonnegative, checked_mask
+from jaxdl.optim._checks import check_adam, check_leaves, check_nonnegative, checked_mask, with_input_checks
 
 
 class ScaleByDiffGradState(NamedTuple):
@@ -39,7 +38,7 @@ class ScaleByDiffGradState(NamedTuple):
       1 [ 1. -2.] [ 0.1 -0.2]
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as optax's states do)
     mu: optax.Updates
     nu: optax.Updates
     prev_grad: optax.Updates
@@ -51,7 +50,8 @@ def _diffgrad_leaf(g, m, v, g_prev, *, b1, b2, eps, step_size, mu_dtype):
     compute = jnp.promote_types(g.dtype, jnp.float32)
     g32 = g.astype(compute)
     m_new = b1 * m.astype(compute) + (1 - b1) * g32
-    v_new = b2 * v.astype(compute) + (1 - b2) * jnp.square(g32)
+    # |g|^2, as optax's scale_by_adam (the identity for real g); v stays real.
+    v_new = b2 * jnp.real(v).astype(jnp.real(g32).dtype) + (1 - b2) * jnp.real(g32 * jnp.conj(g32))
     xi = jax.nn.sigmoid(jnp.abs(g_prev.astype(compute) - g32))
     update = step_size * xi * m_new / (jnp.sqrt(v_new) + eps)
     # The gradient to remember is g, written as a select on the old value: an output that
@@ -93,6 +93,9 @@ def scale_by_diffgrad(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
+        leaves, treedef = jax.tree.flatten(params)
+        check_leaves(params, None, name="params")
+        params = treedef.unflatten([jnp.asarray(x) for x in leaves])
         return ScaleByDiffGradState(
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree.zeros_like(params, dtype=mu_dtype),
@@ -102,7 +105,9 @@ def scale_by_diffgrad(
 
     def update_fn(updates, state, params=None):
         del params
-        count = numerics.safe_increment(state.count)
+        g_leaves, _, treedef = check_leaves(updates, state.mu, "the state (state.mu)")
+        updates = treedef.unflatten(g_leaves)
+        count = optax.safe_increment(state.count)
         # The default float type: float32, or float64 when x64 is enabled.
         t = count.astype(jnp.result_type(float))
         step_size = jnp.sqrt(1 - b2**t) / (1 - b1**t)
@@ -163,4 +168,4 @@ def diffgrad(
     decay = optax.add_decayed_weights(weight_decay, checked_mask("weight_decay_mask", weight_decay_mask))
     rescale = scale_by_diffgrad(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype)
     steps = (rescale, decay) if decoupled else (decay, rescale)
-    return optax.chain(*steps, optax.scale_by_learning_rate(learning_rate))
+    return with_input_checks(optax.chain(*steps, optax.scale_by_learning_rate(learning_rate)))

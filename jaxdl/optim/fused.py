@@ -38,13 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.optim._checks import check_adam, check_beta, check_nonnegative
+from jaxdl._typing import PyTree
+from jaxdl.optim._checks import check_adam, check_beta, check_leaves, check_nonnegative
 from jaxdl.optim._compensated import residual
 from jaxdl.optim._grouping import GROUP_MAX_SIZE
 from jaxdl.optim._pallas import elementwise
 from jaxdl.optim.perpgrad import _TINY, _projections
-
-PyTree = Any
 
 
 class FusedState(NamedTuple):
@@ -62,7 +61,7 @@ class FusedState(NamedTuple):
       [((5,), (5,)), ((300, 300), (300, 300))]
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as optax's states do)
     buffers: tuple[tuple[jax.Array, ...], ...]
 
 
@@ -101,7 +100,8 @@ class _Bucket(NamedTuple):
 
 def _mask_leaves(name: str, mask: Any, params: PyTree, default: bool) -> list[bool]:
     """The mask as one Python bool per parameter leaf (a prefix pytree or a callable)."""
-    leaves, treedef = jax.tree.flatten(params)
+    leaves, treedef_ = jax.tree.flatten(params)
+    treedef: Any = treedef_
     if mask is None:
         return [default] * len(leaves)
     tree = mask(params) if callable(mask) else mask
@@ -182,23 +182,21 @@ def _scalar(value: Any, count: jax.Array) -> jax.Array:
     return jnp.asarray(value(count) if callable(value) else value, jnp.float32)
 
 
-def _check_params(params: PyTree, grads: PyTree) -> tuple[list, list, Any]:
-    p_leaves, treedef = jax.tree.flatten(params)
-    try:
-        g_leaves = treedef.flatten_up_to(grads)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"grads must have the structure of params; got grads {jax.tree.structure(grads)} "
-            f"for params {treedef}"
-        ) from err
-    for path_p, g in zip(jax.tree_util.tree_leaves_with_path(params), g_leaves, strict=True):
-        path, p = path_p
-        if jnp.shape(g) != jnp.shape(p):
-            raise ValueError(
-                f"grads{jax.tree_util.keystr(path)} has shape {jnp.shape(g)} but params"
-                f"{jax.tree_util.keystr(path)} has shape {jnp.shape(p)}"
+def _check_params(params: PyTree, grads: PyTree | None) -> tuple[list, list, Any]:
+    if grads is None:
+        p_leaves, _, treedef = check_leaves(params, None, name="params")
+        g_leaves = p_leaves
+    else:
+        g_leaves, p_leaves_or_none, treedef = check_leaves(grads, params)
+        assert p_leaves_or_none is not None
+        p_leaves = p_leaves_or_none
+    for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jnp.iscomplexobj(p):
+            raise TypeError(
+                f"params{jax.tree_util.keystr(path)} is complex: the fused steps take real parameters "
+                "(use the optax aliases, e.g. jaxdl.optim.diffgrad, for complex ones)"
             )
-    return [jnp.asarray(x) for x in p_leaves], [jnp.asarray(x) for x in g_leaves], treedef
+    return p_leaves, g_leaves, treedef
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,6 +222,7 @@ def _fused(
         return decay, adapt
 
     def init(params):
+        _check_params(params, None)
         leaves = [jnp.asarray(x) for x in jax.tree.leaves(params)]
         buckets = _layout(leaves, *masks(params))
         buffers = []

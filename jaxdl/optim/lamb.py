@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdl.optim._checks import check_adam, check_nonnegative, check_positive, checked_mask
+from jaxdl.optim._checks import check_adam, check_nonnegative, check_positive, checked_mask, with_input_checks
 from jaxdl.optim._grouping import row_axes, same_shape_groups, stack
 
 
@@ -128,4 +128,4 @@ def lamb(
         trust_ratio,
         optax.scale_by_learning_rate(learning_rate),
     ]
-    return optax.chain(*steps)
+    return with_input_checks(optax.chain(*steps))

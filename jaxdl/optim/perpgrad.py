@@ -20,7 +20,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdl.optim._checks import check_adam, check_beta, check_nonnegative, checked_mask
+from jaxdl.optim._checks import (
+    check_adam,
+    check_beta,
+    check_leaves,
+    check_nonnegative,
+    checked_mask,
+    with_input_checks,
+)
 from jaxdl.optim._compensated import Projection, projection, residual
 from jaxdl.optim._grouping import same_shape_groups, stack
 
@@ -31,6 +38,16 @@ _TINY = 1e-30
 
 def _compute_dtype(g):
     return jnp.promote_types(g.dtype, jnp.float32)
+
+
+def _as_real(x: jax.Array) -> jax.Array:
+    """A complex leaf as real pairs (..., 2): C^n treated as R^2n, so the projection removes the
+    component along w in the real inner product Re<w, g>, optax's convention for complex params."""
+    return jnp.stack([x.real, x.imag], axis=-1) if jnp.iscomplexobj(x) else x
+
+
+def _from_real(x: jax.Array, like: jax.Array) -> jax.Array:
+    return jax.lax.complex(x[..., 0], x[..., 1]).astype(like.dtype) if jnp.iscomplexobj(like) else x
 
 
 def _projections(grads: list, params: list) -> list[Projection]:
@@ -95,11 +112,11 @@ def perpgrad(renormalize: bool = True) -> optax.GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("perpgrad needs the current params: call update(grads, state, params)")
-        grads, treedef = jax.tree.flatten(updates)
-        weights = treedef.flatten_up_to(params)
+        leaves, weights, treedef = check_leaves(updates, params)
+        grads, weights = [_as_real(g) for g in leaves], [_as_real(w) for w in weights]
         stats = _projections(grads, weights)
         projected = [_perp_leaf(*leaf, renormalize) for leaf in zip(grads, weights, stats, strict=True)]
-        return treedef.unflatten(projected), state
+        return treedef.unflatten([_from_real(x, g) for x, g in zip(projected, leaves, strict=True)]), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
@@ -134,19 +151,21 @@ def perp_adamw(
     check_nonnegative("learning_rate", learning_rate)
     check_nonnegative("weight_decay", weight_decay)
     check_adam(b1, b2, eps, eps_root)
-    return optax.chain(
-        perpgrad(renormalize),
-        optax.adamw(
-            learning_rate,
-            b1=b1,
-            b2=b2,
-            eps=eps,
-            eps_root=eps_root,
-            mu_dtype=mu_dtype,
-            weight_decay=weight_decay,
-            mask=checked_mask("mask", mask),
-            nesterov=nesterov,
-        ),
+    return with_input_checks(
+        optax.chain(
+            perpgrad(renormalize),
+            optax.adamw(
+                learning_rate,
+                b1=b1,
+                b2=b2,
+                eps=eps,
+                eps_root=eps_root,
+                mu_dtype=mu_dtype,
+                weight_decay=weight_decay,
+                mask=checked_mask("mask", mask),
+                nesterov=nesterov,
+            ),
+        )
     )
 
 
@@ -174,9 +193,13 @@ def perp_sgd(
     check_nonnegative("learning_rate", learning_rate)
     if momentum is not None:
         check_beta("momentum", momentum)
-    return optax.chain(
-        perpgrad(renormalize),
-        optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype),
+    return with_input_checks(
+        optax.chain(
+            perpgrad(renormalize),
+            optax.sgd(
+                learning_rate, momentum=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype
+            ),
+        )
     )
 
 
@@ -216,8 +239,9 @@ def nlm_alignment(grads: optax.Updates, params: optax.Params) -> NLMAlignment:
         denom = jnp.sqrt(g_sq * w_sq)
         return jnp.where(denom > 0, -dot / jnp.where(denom > 0, denom, 1.0), 0.0)
 
-    leaves, treedef = jax.tree.flatten(grads)
-    stats = _projections(leaves, treedef.flatten_up_to(params))
+    leaves, weights, treedef = check_leaves(grads, params)
+    assert weights is not None
+    stats = _projections([_as_real(g) for g in leaves], [_as_real(w) for w in weights])
     per_leaf = treedef.unflatten([cosine(s.w_dot_g, s.g_sq, s.w_sq) for s in stats])
     dot, w_sq, g_sq = (
         sum(parts) for parts in zip(*((s.w_dot_g, s.w_sq, s.g_sq) for s in stats), strict=True)

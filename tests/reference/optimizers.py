@@ -28,7 +28,7 @@ class DiffGrad:
             v = self.v.get(k, np.zeros_like(p))
             prev = self.prev.get(k, np.zeros_like(p))
             m = self.b1 * m + (1 - self.b1) * g
-            v = self.b2 * v + (1 - self.b2) * g * g
+            v = self.b2 * v + (1 - self.b2) * np.abs(g) ** 2  # |g|^2: complex g as optax does
             xi = 1.0 / (1.0 + np.exp(-np.abs(prev - g)))
             step_size = self.lr * np.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
             update = step_size * xi * m / (np.sqrt(v) + self.eps)
