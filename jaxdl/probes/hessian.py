@@ -140,7 +140,7 @@ def top_eigenvalues(
     [5.0, 4.0]
     """
     _check_choice("method", method, ("lanczos", "power"))
-    _check_choice("which", which, lz.WHICH)
+    _check_choice("which", which, lz._WHICH)
     dimension = _check_params(params)
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= dimension:
         raise ValueError(f"k must be an int in [1, {dimension}] (the number of parameters), got {k!r}")

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 
 from jaxdl.probes import _operators as ops
 
-WHICH = ("algebraic", "magnitude", "smallest")
+__all__ = ["LanczosResult", "RitzPairs", "lanczos", "ritz_pairs", "ritz_vectors", "tridiagonal"]
+
+_WHICH = ("algebraic", "magnitude", "smallest")
 
 
 class LanczosResult(NamedTuple):
@@ -107,8 +109,8 @@ def ritz_pairs(
     >>> pairs.values.tolist()
     [2.0]
     """
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if which not in _WHICH:
+        raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
     m = alphas.shape[0]
     active = jnp.arange(m) < num_steps
     off_active = jnp.arange(m - 1) < num_steps - 1
@@ -155,8 +157,8 @@ def lanczos(
     10.0
     """
     ops.check_float_leaves(v0, "v0")
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if which not in _WHICH:
+        raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
     if num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps}")
     m = min(int(num_steps), ops.tree_size(v0))

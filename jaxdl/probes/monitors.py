@@ -24,6 +24,15 @@ import numpy as np
 from jaxdl._typing import PyTree
 from jaxdl.probes import hessian as hs
 
+__all__ = [
+    "LearningRates",
+    "SpectrumComparison",
+    "StabilityReport",
+    "batch_vs_full_spectrum",
+    "lr_from_spectrum",
+    "stability_report",
+]
+
 
 class StabilityReport(NamedTuple):
     """Linear-stability ratios; a value above 1 means the optimizer cannot stay at this point.

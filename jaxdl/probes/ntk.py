@@ -31,6 +31,8 @@ from jax.sharding import PartitionSpec as P
 from jaxdl.probes import _cache
 from jaxdl.probes import _ntk_structured as sd
 
+__all__ = ["empirical_ntk", "empirical_ntk_fn", "ntk_fn_from_linen", "ntk_fn_from_nnx"]
+
 _IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
 # Elements of parameter-space vectors held at once by "ntvp" (one per basis vector in a chunk): 512 MiB.
 _NTVP_CHUNK_ELEMENTS = 2**27

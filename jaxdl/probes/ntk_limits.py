@@ -15,6 +15,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+__all__ = ["Kernels", "MsePrediction", "Spectrum", "analytic_ntk", "ntk_predict_mse", "ntk_spectrum"]
+
 
 class Kernels(NamedTuple):
     """Infinite-width kernels between two batches, each of shape (N1, N2).
