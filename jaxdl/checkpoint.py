@@ -93,6 +93,9 @@ class Checkpointer:
 
     Use as a context manager, or call `close` at the end, so async writes finish.
 
+    Raises:
+      ValueError: ``max_to_keep`` or ``save_interval_steps`` is not a positive integer.
+
     Example:
       >>> import tempfile, jax.numpy as jnp
       >>> state = {"w": jnp.ones(3), "step": jnp.array(0)}

@@ -1,5 +1,6 @@
 """The package as a whole: simulated devices, one version, lazy subpackages (checked in a fresh interpreter)."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def _top_level_modules_after(statement: str) -> set[str]:
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, set[str]]:
     # one interpreter per statement; `import jaxdl` is the cheap one, `jaxdl.optim` pays for jax + optax
-    return {s: _top_level_modules_after(s) for s in ("import jaxdl", "import jaxdl.optim")}
+    statements = ("import jaxdl", "import jaxdl.optim", "import jaxdl.probes", "import jaxdl.nn")
+    return {s: _top_level_modules_after(s) for s in statements}
 
 
 def test_import_jaxdl_loads_no_subpackage_and_nothing_heavy(loaded):
@@ -51,6 +53,41 @@ def test_import_jaxdl_optim_loads_optax_but_no_flax_orbax_or_tfds(loaded):
     modules = loaded["import jaxdl.optim"]
     assert {"jax", "optax"} <= modules
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_import_jaxdl_probes_loads_no_flax_orbax_or_tfds(loaded):
+    modules = loaded["import jaxdl.probes"]
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_import_jaxdl_nn_loads_flax_but_no_orbax_or_tfds(loaded):
+    # the SDM head saves through jaxdl.checkpoint, which imports orbax only when a Checkpointer is made
+    modules = loaded["import jaxdl.nn"]
+    assert "flax" in modules
+    assert not modules & {"orbax", "tensorflow_datasets", "tensorflow"}
+
+
+def _private_imports(path: Path) -> list[str]:
+    """Imports of a `_`-prefixed module of another package (``optax._src``, ``flax.nnx._x``) in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            top, *rest = name.split(".")
+            if top != "jaxdl" and any(part.startswith("_") and part != "__future__" for part in rest):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    return found
+
+
+def test_no_private_modules_of_dependencies_are_imported():
+    # ruff's TID251 bans a fixed list (jax._src, optax._src, ...); this catches any other `_` module.
+    found = [hit for path in sorted((ROOT / "jaxdl").rglob("*.py")) for hit in _private_imports(path)]
+    assert not found, "imports of private modules of other packages:\n" + "\n".join(found)
 
 
 def test_subpackages_load_on_first_attribute_access():

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
@@ -32,6 +33,18 @@ def check_optim(ns, out):
     assert float(ns["nlm_alignment"](ns["grads"], ns["params"]).overall) == pytest.approx(-1.0, abs=1e-6)
     assert _printed_numbers(out) == pytest.approx([-1.0], abs=1e-6)
     assert jax.tree.map(jnp.shape, ns["updates"]) == {"w": (3, 2)}
+    # The fused step equals the optax-chained ⊥AdamW; for b (θ = 0, nothing to project out) the first
+    # Adam step is -lr · g / (|g| + eps) = -0.01.
+    net0 = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}
+    reference = ns["perp_adamw"](1e-2, weight_decay=0.0)
+    updates, _ = reference.update(grads, reference.init(net0), net0)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        ns["net"],
+        optax.apply_updates(net0, updates),
+    )
+    np.testing.assert_allclose(ns["net"]["b"], [-0.01, -0.01], rtol=1e-5)
 
 
 def check_stablemax(ns, out):
