@@ -40,10 +40,10 @@ import optax
 
 from jaxdl._typing import PyTree
 from jaxdl.optim._checks import check_adam, check_beta, check_leaves, check_nonnegative
-from jaxdl.optim._compensated import residual
+from jaxdl.optim._compensated import projection, residual
 from jaxdl.optim._grouping import GROUP_MAX_SIZE
 from jaxdl.optim._pallas import elementwise
-from jaxdl.optim.perpgrad import _TINY, _projections
+from jaxdl.optim.perpgrad import _TINY
 
 
 class FusedState(NamedTuple):
@@ -135,7 +135,9 @@ def _layout(leaves: list, decay: list[bool], adapt: list[bool]) -> list[_Bucket]
             small.setdefault((jnp.dtype(x.dtype), decay[i], adapt[i]), []).append(i)
         else:
             buckets.append(_Bucket((i,), False, decay[i], adapt[i]))
-    flat = [_Bucket(tuple(m), True, k[1], k[2]) for k, m in small.items()]
+    # Same-shaped leaves sit next to each other, so per-leaf values are rows of one 2-D view.
+    by_shape = lambda i: (len(leaves[i].shape), leaves[i].shape)
+    flat = [_Bucket(tuple(sorted(m, key=by_shape)), True, k[1], k[2]) for k, m in small.items()]
     return flat + buckets
 
 
@@ -158,22 +160,39 @@ def _scatter(flat: jax.Array, bucket: _Bucket, like: list) -> list[tuple[int, ja
     return out
 
 
-def _per_element(values: list, bucket: _Bucket, like: list) -> jax.Array:
-    """Per-leaf scalars of a bucket, as a scalar (one leaf) or repeated to its flat elements."""
+def _spans(bucket: _Bucket, like: list) -> list[tuple[int, int, int]]:
+    """(start, rows, row size) of each run of same-shaped leaves in a bucket's flat buffer."""
     if not bucket.flat:
-        return values[0]
-    sizes = np.array([like[i].size for i in bucket.members])
-    return jnp.repeat(jnp.stack(values), sizes, total_repeat_length=int(sizes.sum()))
+        return [(0, 1, like[bucket.members[0]].size)]
+    spans: list[tuple[int, int, int]] = []
+    start, previous = 0, None
+    for i in bucket.members:
+        size = like[i].size
+        if like[i].shape == previous:
+            begin, rows, _ = spans[-1]
+            spans[-1] = (begin, rows + 1, size)
+        else:
+            spans.append((start, 1, size))
+        start, previous = start + size, like[i].shape
+    return spans
 
 
-def _segment_sums(x: jax.Array, bucket: _Bucket, like: list) -> list[jax.Array]:
-    """Sum of x over each leaf of a bucket."""
+def _rows(x: jax.Array, spans: list[tuple[int, int, int]]) -> list[jax.Array]:
+    """The bucket's buffer as one (rows, size) view per span: a row is a leaf."""
+    flat = x.reshape(-1)
+    return [flat[start : start + rows * size].reshape(rows, size) for start, rows, size in spans]
+
+
+def _per_element(values: list[jax.Array], spans: list[tuple[int, int, int]], bucket: _Bucket) -> jax.Array:
+    """Per-leaf values (one (rows,) vector per span) broadcast to the bucket's elements: a scalar
+    for a lone leaf, else each row's value repeated over its leaf (a broadcast, no gather)."""
     if not bucket.flat:
-        return [jnp.sum(x)]
-    sizes = np.array([like[i].size for i in bucket.members])
-    ids = np.repeat(np.arange(len(sizes)), sizes)
-    sums = jax.ops.segment_sum(x, ids, num_segments=len(sizes), indices_are_sorted=True)
-    return [sums[k] for k in range(len(sizes))]
+        return values[0][0]
+    parts = [
+        jnp.broadcast_to(v[:, None], (rows, size)).reshape(-1)
+        for v, (_, rows, size) in zip(values, spans, strict=True)
+    ]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
 def _scalar(value: Any, count: jax.Array) -> jax.Array:
@@ -290,7 +309,7 @@ def _adamw_rule(learning_rate, b1, b2, eps, eps_root, weight_decay, mu_dtype, pr
         g_dtype = g.dtype
         hyper = dict(b1=b1, b2=b2, eps=eps, eps_root=eps_root, bc1=bc1, bc2=bc2, mu_dtype=mu_dtype)
         if project:
-            g = _projected(p_leaves, g_leaves, bucket, p, g, renormalize).astype(g_dtype)
+            g = _projected(bucket, p_leaves, p, g, renormalize).astype(g_dtype)
 
         def body(p, g, m, v, lr, wd, bc1, bc2):
             m_new, v_new, u = _adam_direction(g.astype(jnp.float32), m, v, **dict(hyper, bc1=bc1, bc2=bc2))
@@ -318,21 +337,26 @@ def _with_pallas(body, arrays, scalars):
     return p_new, tuple(bufs)
 
 
-def _projected(p_leaves, g_leaves, bucket, p, g, renormalize):
+def _projected(bucket, like, p, g, renormalize):
     """⊥Grad (perpgrad) on a bucket: per-leaf coefficients from one compensated reduction per
-    same-shaped group, then g - c w and the rescaling in the elementwise pass."""
-    members = list(bucket.members)
-    stats = _projections([g_leaves[i] for i in members], [p_leaves[i] for i in members])
+    run of same-shaped leaves, then g - c w and the rescaling in the elementwise pass."""
     compute = jnp.promote_types(g.dtype, jnp.float32)
-    c_hi = _per_element([s.c_hi for s in stats], bucket, p_leaves)
-    c_lo = _per_element([s.c_lo for s in stats], bucket, p_leaves)
+    spans = _spans(bucket, like)
+    stats = [
+        projection(w_rows, g_rows, _TINY)
+        for w_rows, g_rows in zip(
+            _rows(p.astype(compute), spans), _rows(g.astype(compute), spans), strict=True
+        )
+    ]
+    c_hi = _per_element([s.c_hi for s in stats], spans, bucket)
+    c_lo = _per_element([s.c_lo for s in stats], spans, bucket)
     g_perp = residual(g.astype(compute), p.astype(compute), c_hi, c_lo)
     if renormalize:
         cap_sq = float(jnp.finfo(compute).eps) ** -1.5
         scale = [
             jnp.sqrt(s.g_sq) / (jnp.sqrt(jnp.maximum(s.perp_sq, s.g_sq / cap_sq)) + _TINY) for s in stats
         ]
-        g_perp = g_perp * _per_element(scale, bucket, p_leaves)
+        g_perp = g_perp * _per_element(scale, spans, bucket)
     return g_perp
 
 
@@ -448,7 +472,7 @@ def fused_perp_sgd(
         lr = _scalar(learning_rate, count)
         p, g = _gather(p_leaves, bucket), _gather(g_leaves, bucket)
         (trace,) = buffers
-        g_perp = _projected(p_leaves, g_leaves, bucket, p, g, renormalize).astype(g.dtype)
+        g_perp = _projected(bucket, p_leaves, p, g, renormalize).astype(g.dtype)
         t = (g_perp.astype(jnp.float32) + momentum * trace.astype(jnp.float32)).astype(g.dtype)
         return _apply(p, -lr * t.astype(jnp.float32), g.dtype), (t.astype(trace.dtype),)
 
@@ -578,14 +602,14 @@ def fused_lamb(
         if bucket.decay:
             r = (r + wd * p.astype(jnp.float32)).astype(g_dtype).astype(jnp.float32)
         if bucket.adapt:
-            p32 = p.astype(jnp.float32)
-            r_norms = [jnp.sqrt(s) for s in _segment_sums(r * r, bucket, p_leaves)]
-            p_norms = [jnp.sqrt(s) for s in _segment_sums(p32 * p32, bucket, p_leaves)]
+            spans = _spans(bucket, p_leaves)
+            r_norms = [jnp.sqrt(jnp.sum(x * x, axis=1)) for x in _rows(r, spans)]
+            p_norms = [jnp.sqrt(jnp.sum(x * x, axis=1)) for x in _rows(p.astype(jnp.float32), spans)]
             ratios = [
                 jnp.where((pn != 0) & (rn != 0), pn / jnp.where(rn != 0, rn, 1), 1.0)
                 for pn, rn in zip(p_norms, r_norms, strict=True)
             ]
-            r = (r * _per_element(ratios, bucket, p_leaves)).astype(g_dtype).astype(jnp.float32)
+            r = (r * _per_element(ratios, spans, bucket)).astype(g_dtype).astype(jnp.float32)
         return _apply(p, -lr * r, g_dtype), (m_new, v_new)
 
     return _fused(
