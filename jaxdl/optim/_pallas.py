@@ -1,7 +1,8 @@
 """One elementwise Pallas kernel over flat buffers, with outputs written into donated inputs.
 
 Used by the fused optimizer steps (`jaxdl.optim.fused`, `kernel="pallas"`). On a GPU the kernel is
-lowered through Triton; on any other backend it runs in Pallas's interpreter (slow, for tests).
+lowered through Triton. On any other backend the same body runs as a plain XLA fusion, unless
+`INTERPRET_OFF_GPU` is set (the tests set it, to run the kernel in Pallas's interpreter on CPU).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+
+# Run the kernel in Pallas's interpreter off GPUs (tests) instead of falling back to XLA.
+INTERPRET_OFF_GPU = False
 
 # Elements per program and warps per program: 16 elements a thread, 16-byte accesses.
 _BLOCK = 4096
@@ -45,6 +49,9 @@ def elementwise(
       >>> print(out)
       [1. 3. 5. 7. 9.]
     """
+    on_gpu = jax.default_backend() == "gpu"
+    if not on_gpu and not INTERPRET_OFF_GPU:
+        return list(body(*arrays, *[jnp.asarray(x, jnp.float32) for x in scalars]))
     n = arrays[0].shape[0]
     block = min(block, max(8, pl.next_power_of_2(n)))
     k = len(scalars)
@@ -67,6 +74,6 @@ def elementwise(
         in_specs=[pl.BlockSpec(scal.shape, lambda i: (0,))] + [spec] * len(arrays),
         out_specs=[spec] * len(out_avals),
         input_output_aliases={i + 1: o for i, o in aliases.items()},
-        interpret=jax.default_backend() != "gpu",
+        interpret=not on_gpu,
         compiler_params=_compiler_params(),
     )(scal, *arrays)

@@ -25,7 +25,8 @@ and learning-rate schedules. Hyperparameters may be traced (a vmapped learning-r
 masks are pytrees of Python bools (or callables returning one) and fix the layout.
 
 On a GPU the elementwise passes of Adam and diffGrad can run as a Pallas (Triton) kernel
-(`kernel="pallas"`); elsewhere, and by default, they are plain XLA fusions.
+(`kernel="pallas"`; on other backends that falls back to the XLA fusion). By default they are
+XLA fusions: on an H200 the Triton kernel measured no faster (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -377,7 +378,7 @@ def fused_adam(
 
     Equals `optax.adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask)`
     followed by `optax.apply_updates`, to float32 rounding (module docstring: what changes).
-    `kernel="pallas"` runs each bucket's pass as a Pallas kernel (GPU; interpreted elsewhere).
+    `kernel="pallas"` runs each bucket's pass as a Pallas (Triton) kernel on GPUs (XLA elsewhere).
 
     Example:
       >>> import jax.numpy as jnp

@@ -54,6 +54,14 @@ PAIRS = {
 parametrize_pairs = pytest.mark.parametrize("name", PAIRS)
 
 
+@pytest.fixture(autouse=True)
+def _interpret_pallas_on_cpu(monkeypatch):
+    """Run kernel="pallas" in Pallas's interpreter here (off GPUs it would fall back to XLA)."""
+    from jaxdl.optim import _pallas
+
+    monkeypatch.setattr(_pallas, "INTERPRET_OFF_GPU", True)
+
+
 def _params(dtype=jnp.float32):
     """One leaf above the 65,536-element grouping threshold and small leaves of several shapes."""
     keys = jax.random.split(jax.random.key(0), 5)
@@ -218,3 +226,17 @@ def test_errors_name_the_argument():
         fused_adam(1e-2, kernel="cuda")
     with pytest.raises(ValueError, match="weight_decay_mask"):
         fused_diffgrad(1e-2, weight_decay_mask={"x": True}).init(params)
+
+
+def test_pallas_falls_back_to_xla_off_gpu(monkeypatch):
+    from jaxdl.optim import _pallas
+
+    monkeypatch.setattr(_pallas, "INTERPRET_OFF_GPU", False)
+    params = {"w": jnp.linspace(-1.0, 1.0, 300), "b": jnp.ones(3)}
+    grads = jax.tree.map(lambda p: jnp.sin(7 * p), params)
+    pallas, xla = fused_diffgrad(1e-2, kernel="pallas"), fused_diffgrad(1e-2)
+    if jax.default_backend() != "gpu":
+        assert "pallas_call" not in str(jax.make_jaxpr(pallas.step)(params, grads, pallas.init(params)))
+    a = jax.jit(pallas.step)(params, grads, pallas.init(params))
+    b = jax.jit(xla.step)(params, grads, xla.init(params))
+    jax.tree.map(np.testing.assert_array_equal, a, b)
