@@ -10,7 +10,8 @@ edge, like an MLP.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import jax
 import jax.numpy as jnp
@@ -18,15 +19,19 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-COMBINATIONS: dict[str, Callable[[Array, Array], Array]] = {
-    "quad1": lambda a, b: (a * b) ** 2,
-    "quad2": lambda a, b: a * b + a**2 + b**2,
-    "sum": lambda a, b: a + b,
-    "prod": lambda a, b: a * b,
-    "sum_prod": lambda a, b: a + b + a * b,
-    "cubic1": lambda a, b: (a + b) * (a**2 + b**2),
-    "cubic2": lambda a, b: (a * b) ** 3,
-}
+__all__ = ["af_kan_basis", "af_kan_layer", "af_kan_phases", "global_attention_reduce", "l2_min_max_normalize"]
+
+_COMBINATIONS: Mapping[str, Callable[[Array, Array], Array]] = MappingProxyType(
+    {
+        "quad1": lambda a, b: (a * b) ** 2,
+        "quad2": lambda a, b: a * b + a**2 + b**2,
+        "sum": lambda a, b: a + b,
+        "prod": lambda a, b: a * b,
+        "sum_prod": lambda a, b: a + b + a * b,
+        "cubic1": lambda a, b: (a + b) * (a**2 + b**2),
+        "cubic2": lambda a, b: (a * b) ** 3,
+    }
+)
 
 
 def af_kan_phases(grid_size: int, order: int) -> tuple[Array, Array]:
@@ -65,13 +70,14 @@ def af_kan_basis(
     >>> af_kan_basis(jnp.zeros((4, 2)), s, e).shape
     (4, 2, 6)
     """
-    if combination not in COMBINATIONS:
-        raise ValueError(f"combination must be one of {sorted(COMBINATIONS)}, got {combination!r}")
+    if combination not in _COMBINATIONS:
+        raise ValueError(f"combination must be one of {sorted(_COMBINATIONS)}, got {combination!r}")
     x = jnp.asarray(x)
     if x.ndim < 1:
         raise ValueError(f"x must have shape (..., D), got {x.shape}")
     x = x[..., None]
-    return COMBINATIONS[combination](activation(x - starts), activation(ends - x))
+    starts, ends = jnp.asarray(starts), jnp.asarray(ends)
+    return _COMBINATIONS[combination](activation(x - starts), activation(ends - x))
 
 
 def l2_min_max_normalize(features: ArrayLike, eps: float = 1e-12) -> Array:
@@ -152,8 +158,8 @@ def af_kan_layer(
     >>> af_kan_layer(jnp.ones((4, 2)), p).shape
     (4, 5)
     """
-    if combination not in COMBINATIONS:
-        raise ValueError(f"combination must be one of {sorted(COMBINATIONS)}, got {combination!r}")
+    if combination not in _COMBINATIONS:
+        raise ValueError(f"combination must be one of {sorted(_COMBINATIONS)}, got {combination!r}")
     return _af_kan_layer(jnp.asarray(x), params, activation, combination, eps)
 
 

@@ -14,6 +14,8 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
+__all__ = ["bspline_basis", "uniform_knots"]
+
 
 def uniform_knots(in_features: int, grid_size: int, order: int, grid_range=(-1.0, 1.0), dtype=jnp.float32):
     """Extended uniform knots, one row per input (pykan `extend_grid` of a `linspace` grid).
@@ -48,8 +50,8 @@ def bspline_basis(x: ArrayLike, grid: ArrayLike, order: int) -> Array:
 
     B_{m,0}(x) = 1[t_m <= x < t_{m+1}] and
     B_{m,p}(x) = (x - t_m)/(t_{m+p} - t_m) B_{m,p-1}(x) + (t_{m+p+1} - x)/(t_{m+p+1} - t_{m+1}) B_{m+1,p-1}(x).
-    Intervals are half-open, so every basis function is 0 outside [t_0, t_last). Inside the un-extended grid
-    [t_k, t_{G+k}) the functions sum to 1.
+    Intervals are half-open, so every basis function is 0 outside [t_0, t_last), also at x = +-inf (NaN stays
+    NaN). Inside the un-extended grid [t_k, t_{G+k}) the functions sum to 1.
 
     Args:
       x: inputs of shape (..., D).
@@ -58,6 +60,9 @@ def bspline_basis(x: ArrayLike, grid: ArrayLike, order: int) -> Array:
 
     Returns:
       Basis values of shape (..., D, G + k).
+
+    Refuses (ValueError): order not an int >= 0, a grid not of shape (D, >= order + 2), and concrete (not
+    traced) knots that are non-finite, decreasing, or span no interval in some row.
 
     >>> import jax.numpy as jnp
     >>> basis = bspline_basis(jnp.array([[0.1, -0.5]]), uniform_knots(2, 5, 3), 3)
@@ -74,14 +79,26 @@ def bspline_basis(x: ArrayLike, grid: ArrayLike, order: int) -> Array:
         )
     if grid.shape[1] < order + 2:
         raise ValueError(f"grid needs at least order + 2 = {order + 2} knots per input, got {grid.shape[1]}")
+    if not isinstance(grid, jax.core.Tracer):  # concrete knots can be checked; traced ones cannot
+        knots = np.asarray(grid, np.float64)
+        if (
+            not np.all(np.isfinite(knots))
+            or np.any(np.diff(knots, axis=1) < 0)
+            or np.any(knots[:, -1] <= knots[:, 0])
+        ):
+            raise ValueError(
+                "grid must hold finite, non-decreasing knots spanning a positive interval in every row, got "
+                f"rows from {knots[:, 0].tolist()} to {knots[:, -1].tolist()}"
+            )
     return _cox_de_boor(x, grid, order)
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _cox_de_boor(x: Array, grid: Array, order: int) -> Array:
     dtype = jnp.result_type(x, grid, jnp.float32)
-    x = x.astype(dtype)[..., None]
     t = grid.astype(dtype)
+    # Outside [t_0, t_last) every basis function is 0; clamping there keeps +-inf inputs from giving inf * 0.
+    x = jnp.clip(x.astype(dtype)[..., None], t[:, :1] - 1, t[:, -1:] + 1)
     basis = ((x >= t[:, :-1]) & (x < t[:, 1:])).astype(dtype)
     for p in range(1, order + 1):
         left = _safe_divide(x - t[:, : -(p + 1)], t[:, p:-1] - t[:, : -(p + 1)])

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+__all__ = ["chebyshev_basis"]
+
 
 def chebyshev_basis(x: ArrayLike, degree: int) -> Array:
     """Chebyshev polynomials of the first kind of tanh(x): T_0 .. T_degree.

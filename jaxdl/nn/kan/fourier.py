@@ -8,6 +8,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+__all__ = ["fourier_basis"]
+
 
 def fourier_basis(x: ArrayLike, num_frequencies: int) -> Array:
     """[cos(x), ..., cos(K x), sin(x), ..., sin(K x)].

@@ -16,6 +16,16 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
+__all__ = [
+    "adaptive_knots",
+    "extend_knots",
+    "fit_coefficients",
+    "refine",
+    "refined_knots",
+    "resize_basis_axis",
+    "update_grid",
+]
+
 BasisFn = Callable[[Array, Array], Array]  # (x (B, D), knots (D, K)) -> features (B, D, M)
 
 
@@ -37,8 +47,10 @@ def extend_knots(interior: ArrayLike, order: int) -> Array:
 def adaptive_knots(x: ArrayLike, grid_size: int, order: int, grid_eps: float = 0.02) -> Array:
     """Knots from samples: grid_eps * uniform + (1 - grid_eps) * quantiles, then extended (KAN Sec. 2.2).
 
-    The adaptive grid takes the sorted samples at indices floor(B j / G), j < G, plus the largest sample; the
-    uniform grid spans [min, max] in G equal steps.
+    The adaptive grid takes the sorted samples at indices floor(n j / G), j < G, plus the largest sample; the
+    uniform grid spans [min, max] in G equal steps. Non-finite samples (NaN, +-inf) are ignored: n counts the
+    finite samples of each input. An input without a finite sample gets non-finite knots (`update_grid` keeps
+    its old grid then).
 
     Args:
       x: samples of shape (B, D).
@@ -58,12 +70,15 @@ def adaptive_knots(x: ArrayLike, grid_size: int, order: int, grid_eps: float = 0
         raise ValueError(f"x must have shape (batch, in_features), got {x.shape}")
     if not isinstance(grid_eps, jax.Array) and not 0.0 <= grid_eps <= 1.0:
         raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps}")
-    batch = x.shape[0]
-    ordered = jnp.sort(x, axis=0).T
-    indices = np.r_[(batch * np.arange(grid_size)) // grid_size, batch - 1]
-    quantiles = ordered[:, indices]
+    finite = jnp.isfinite(x)
+    count = finite.sum(axis=0)[:, None]  # (D, 1) finite samples per input
+    ordered = jnp.sort(jnp.where(finite, x, jnp.inf), axis=0).T  # (D, B), the non-finite ones last
+    last = jnp.maximum(count - 1, 0)
+    indices = jnp.concatenate([(count * np.arange(grid_size)) // grid_size, last], axis=1)
+    quantiles = jnp.take_along_axis(ordered, indices, axis=1)
     fractions = jnp.linspace(0.0, 1.0, grid_size + 1, dtype=ordered.dtype)
-    uniform = ordered[:, :1] + (ordered[:, -1:] - ordered[:, :1]) * fractions
+    low, high = ordered[:, :1], jnp.take_along_axis(ordered, last, axis=1)
+    uniform = low + (high - low) * fractions
     return extend_knots(grid_eps * uniform + (1 - grid_eps) * quantiles, order)
 
 
@@ -114,6 +129,32 @@ def _edge_curves(basis_fn: BasisFn, x: Array, grid: Array, coef: Array) -> Array
     return jnp.einsum("bdm,dmn->bdn", basis_fn(x, grid), coef)
 
 
+def _refit(basis_fn: BasisFn, x: Array, grid: Array, coef: Array, new_grid: Array) -> Array:
+    """Least-squares coefficients on new_grid that keep the curves on the finite samples of each input."""
+    finite = jnp.isfinite(x)
+    x = jnp.where(finite, x, 0.0)
+    keep = finite[..., None].astype(x.dtype)  # a non-finite sample of input d drops out of input d's fit
+    features = basis_fn(x, new_grid) * keep
+    targets = _edge_curves(basis_fn, x, grid, coef) * keep
+    return fit_coefficients(features, targets)
+
+
+def _check_samples(x: Array, grid: Array, minimum: int, why: str) -> None:
+    """Shape checks, and (for concrete x) enough finite samples per input; ValueError naming x otherwise."""
+    if x.ndim != 2 or x.shape[1] != grid.shape[0]:
+        raise ValueError(f"x must have shape (batch, {grid.shape[0]}), got {x.shape}")
+    if x.shape[0] < minimum:
+        raise ValueError(f"x must hold at least {minimum} samples {why}, got {x.shape[0]}")
+    if not isinstance(x, jax.core.Tracer):
+        count = np.asarray(jnp.isfinite(x).sum(axis=0))
+        if count.min() < minimum:
+            d = int(count.argmin())
+            raise ValueError(
+                f"x must hold at least {minimum} finite samples of every input {why}; input {d} has "
+                f"{int(count[d])} (non-finite samples are ignored)"
+            )
+
+
 def update_grid(
     basis_fn: BasisFn, x: ArrayLike, grid: ArrayLike, coef: ArrayLike, order: int, grid_eps: float = 0.02
 ) -> tuple[Array, Array]:
@@ -130,6 +171,12 @@ def update_grid(
     Returns:
       (new knots, new coefficients), same shapes as the inputs.
 
+    Non-finite samples are ignored (per input: a NaN in x[b, d] removes sample b from input d's knots and
+    fit). An input whose finite samples are all equal cannot place knots and keeps its grid and coefficients.
+    Refuses (ValueError): x not (B, D), an empty x, grid_eps outside [0, 1], and, when x is concrete (not
+    traced), an input without any finite sample; under `jax.jit` such an input keeps its grid and
+    coefficients too.
+
     >>> import functools, jax.numpy as jnp
     >>> from jaxdl.nn.kan.bspline import bspline_basis, uniform_knots
     >>> basis = functools.partial(bspline_basis, order=3)
@@ -139,8 +186,7 @@ def update_grid(
     ((1, 12), (1, 8, 2))
     """
     x, grid, coef = jnp.asarray(x), jnp.asarray(grid), jnp.asarray(coef)
-    if x.ndim != 2 or x.shape[1] != grid.shape[0]:
-        raise ValueError(f"x must have shape (batch, {grid.shape[0]}), got {x.shape}")
+    _check_samples(x, grid, 1, "to place knots")
     if not 0.0 <= grid_eps <= 1.0:
         raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps}")
     return _update_grid(basis_fn, x, grid, coef, order, grid_eps)
@@ -148,8 +194,14 @@ def update_grid(
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _update_grid(basis_fn, x, grid, coef, order, grid_eps):
-    new_grid = adaptive_knots(x, grid.shape[1] - 2 * order - 1, order, grid_eps)
-    return new_grid, fit_coefficients(basis_fn(x, new_grid), _edge_curves(basis_fn, x, grid, coef))
+    new_grid = adaptive_knots(x, grid.shape[1] - 2 * order - 1, order, grid_eps).astype(grid.dtype)
+    finite = jnp.isfinite(x)
+    low = jnp.min(jnp.where(finite, x, jnp.inf), axis=0)
+    high = jnp.max(jnp.where(finite, x, -jnp.inf), axis=0)
+    usable = high > low  # (D,): inputs whose finite samples span no interval keep their grid and coefficients
+    new_grid = jnp.where(usable[:, None], new_grid, grid)
+    new_coef = jnp.where(usable[:, None, None], _refit(basis_fn, x, grid, coef, new_grid), coef)
+    return new_grid, new_coef.astype(coef.dtype)
 
 
 def refine(
@@ -171,6 +223,9 @@ def refine(
     Returns:
       (knots (D, G' + 2k + 1), coefficients (D, G' + k, N)).
 
+    Non-finite samples are ignored as in `update_grid`. Refuses (ValueError): new_grid_size < 1, x not (B, D),
+    and fewer than G' + k samples (for concrete x: finite samples of every input), the least-squares minimum.
+
     >>> import functools, jax.numpy as jnp
     >>> from jaxdl.nn.kan.bspline import bspline_basis, uniform_knots
     >>> basis = functools.partial(bspline_basis, order=3)
@@ -179,18 +234,22 @@ def refine(
     >>> grid.shape, coef.shape, bool(jnp.allclose(coef, 1.0, atol=1e-3))
     ((1, 17), (1, 13, 1), True)
     """
-    if new_grid_size < 1:
-        raise ValueError(f"new_grid_size must be >= 1, got {new_grid_size}")
+    if (
+        isinstance(new_grid_size, bool)
+        or not isinstance(new_grid_size, int | np.integer)
+        or new_grid_size < 1
+    ):
+        raise ValueError(f"new_grid_size must be a positive int, got {new_grid_size!r}")
     x, grid, coef = jnp.asarray(x), jnp.asarray(grid), jnp.asarray(coef)
-    if x.ndim != 2 or x.shape[1] != grid.shape[0]:
-        raise ValueError(f"x must have shape (batch, {grid.shape[0]}), got {x.shape}")
-    return _refine(basis_fn, x, grid, coef, order, new_grid_size)
+    needed = int(new_grid_size) + order
+    _check_samples(x, grid, needed, f"(G' + k = {new_grid_size} + {order}) to refit the coefficients")
+    return _refine(basis_fn, x, grid, coef, order, int(new_grid_size))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
 def _refine(basis_fn, x, grid, coef, order, new_grid_size):
     new_grid = refined_knots(grid, order, new_grid_size)
-    return new_grid, fit_coefficients(basis_fn(x, new_grid), _edge_curves(basis_fn, x, grid, coef))
+    return new_grid, _refit(basis_fn, x, grid, coef, new_grid).astype(coef.dtype)
 
 
 def resize_basis_axis(tree, old_size: int, new_size: int, axis: int = 1):

@@ -6,23 +6,39 @@
 - `SelectableKAN`: activation-space selectable KAN (Yang et al. 2024).
 
 Grids are `KANGrid` variables (not `nnx.Param`), so `nnx.Optimizer(model, tx, wrt=nnx.Param)` never touches them.
+Grids and RBF centres are built in `param_dtype` (float64 knots under x64, not float32 ones cast up).
+
+Every module has a Linen twin in `jaxdl.nn.kan.linen` with the same arguments and defaults, except that Linen
+infers input widths from x (as `flax.linen.Dense` does: NNX `in_features` is dropped and `out_features` is
+Linen's `features`; NNX ``KAN([D, H, N])`` is Linen ``KAN((H, N))``) and that NNX's `init` is Linen's
+`init_kind` (`init` is a Linen `Module` method). tests/nn/test_nnx_linen_parity.py keeps them in step.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import Array
+from jax.typing import ArrayLike, DTypeLike
 
+from jaxdl.nn._checks import _check_float_dtype, _check_size
 from jaxdl.nn.kan import grid as grid_lib
-from jaxdl.nn.kan.af_kan import COMBINATIONS, af_kan_layer, af_kan_phases
-from jaxdl.nn.kan.kan_linear import base_kernel_init, get_basis, kan_linear, knot_basis_fn, spline_kernel_init
-from jaxdl.nn.kan.rational import fit_rational, gr_kan, rational_gain
-from jaxdl.nn.kan.selectable import mix_outputs, selection_mask, selection_weights
+from jaxdl.nn.kan.af_kan import _COMBINATIONS, af_kan_layer, af_kan_phases
+from jaxdl.nn.kan.kan_linear import (
+    _base_kernel_init,
+    _check_kan_linear_args,
+    _knot_basis_fn,
+    get_basis,
+    kan_linear,
+    spline_kernel_init,
+)
+from jaxdl.nn.kan.rational import _check_rational_args, fit_rational, gr_kan, rational_gain
+from jaxdl.nn.kan.selectable import _mix_outputs, selection_mask, selection_weights
 
 
 class KANGrid(nnx.Variable):
@@ -56,9 +72,11 @@ class SelectionMask(nnx.Variable):
     """
 
 
-def _check_features(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def _samples(x: ArrayLike, in_features: int) -> Array:
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[-1] != in_features:
+        raise ValueError(f"x must have shape (..., {in_features}), got {x.shape}")
+    return x.reshape(-1, in_features).astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 class KANLinear(nnx.Module):
@@ -76,10 +94,14 @@ class KANLinear(nnx.Module):
       base_activation: b of the residual branch (SiLU); None removes the branch.
       use_bias: add a bias (zeros).
       spline_init_scale: coefficients start as N(0, scale^2) / sqrt(D).
-      dtype: computation dtype (e.g. jnp.bfloat16); param_dtype: parameter dtype.
+      dtype: computation dtype (e.g. jnp.bfloat16); param_dtype: parameter and grid dtype.
       rngs: `nnx.Rngs` with a "params" stream.
 
     Shapes: x (..., D) -> (..., N). Parameters: base_kernel (D, N), spline_kernel (D, M, N), bias (N,).
+
+    Refuses at construction (ValueError, naming the argument): non-positive sizes, spline_order < 0, an unknown
+    basis, fewer than 2 RBF centres, a grid_range that is not finite (low, high) with low < high; (TypeError)
+    a dtype or param_dtype that is not floating. Non-finite inputs give non-finite outputs in their own rows.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -100,26 +122,22 @@ class KANLinear(nnx.Module):
         base_activation: Callable[[Array], Array] | None = jax.nn.silu,
         use_bias: bool = True,
         spline_init_scale: float = 0.1,
-        dtype=None,
-        param_dtype=jnp.float32,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_features("in_features", in_features)
-        _check_features("out_features", out_features)
-        _check_features("grid_size", grid_size)
+        in_features = _check_size("in_features", in_features)
+        out_features = _check_size("out_features", out_features)
+        _check_kan_linear_args(basis, grid_size, spline_order, grid_range, dtype, param_dtype)
+        grid_size, spline_order = int(grid_size), int(spline_order)
         spec = get_basis(basis)
-        if not isinstance(spline_order, int) or spline_order < 0:
-            raise ValueError(f"spline_order must be an int >= 0, got {spline_order!r}")
-        if basis == "rbf" and grid_size < 2:
-            raise ValueError(f"grid_size (number of RBF centres) must be >= 2, got {grid_size}")
-        if not grid_range[0] < grid_range[1]:
-            raise ValueError(f"grid_range must be (low, high) with low < high, got {grid_range}")
         self.in_features, self.out_features = in_features, out_features
         self.basis, self.grid_size, self.spline_order = basis, grid_size, spline_order
         self.base_activation, self.dtype = base_activation, dtype
         num_basis = spec.num_basis(grid_size, spline_order)
-        grid = spec.init_grid(in_features, grid_size, spline_order, grid_range)
-        self.grid = None if grid is None else KANGrid(grid.astype(param_dtype))
+        low, high = map(float, grid_range)
+        grid = spec.init_grid(in_features, grid_size, spline_order, (low, high), param_dtype)
+        self.grid = None if grid is None else KANGrid(grid)
         self.spline_kernel = nnx.Param(
             spline_kernel_init(spline_init_scale)(
                 rngs.params(), (in_features, num_basis, out_features), param_dtype
@@ -128,11 +146,11 @@ class KANLinear(nnx.Module):
         self.base_kernel = (
             None
             if base_activation is None
-            else nnx.Param(base_kernel_init(rngs.params(), (in_features, out_features), param_dtype))
+            else nnx.Param(_base_kernel_init(rngs.params(), (in_features, out_features), param_dtype))
         )
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: ArrayLike) -> Array:
         return kan_linear(
             x,
             self.spline_kernel[...],
@@ -141,61 +159,81 @@ class KANLinear(nnx.Module):
             None if self.bias is None else self.bias[...],
             basis=self.basis,
             grid_size=self.grid_size,
-            order=self.spline_order,
+            spline_order=self.spline_order,
             base_activation=self.base_activation,
             dtype=self.dtype,
         )
 
-    def _samples(self, x: Array) -> Array:
-        x = jnp.asarray(x)
-        if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x must have shape (..., {self.in_features}), got {x.shape}")
-        return x.reshape(-1, self.in_features).astype(jnp.promote_types(x.dtype, jnp.float32))
+    def _knots(self) -> Array:
+        basis_fn = _knot_basis_fn(self.basis, self.spline_order)  # refuses grid-free bases
+        del basis_fn
+        assert self.grid is not None  # every knot-based basis has a grid
+        return self.grid[...]
 
-    def update_grid(self, x: Array, grid_eps: float = 0.02) -> None:
+    def update_grid(self, x: ArrayLike, grid_eps: float = 0.02) -> None:
         """Move the knots to the quantiles of `x` (mixed with a uniform grid by `grid_eps`) and refit the
         coefficients by least squares so the layer's function on `x` is kept (KAN Sec. 2.2). In place; shapes
         do not change, so optimizer state stays valid.
 
+        Non-finite samples are ignored (see `jaxdl.nn.kan.grid.update_grid`). Refuses (ValueError): a
+        grid-free basis, x not (..., D), an empty x, and (eagerly) an input with no finite sample.
+
         Args:
           x: samples of this layer's input, shape (..., D).
           grid_eps: weight of the uniform grid (0: pure quantiles; pykan default 0.02).
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> layer = KANLinear(1, 1, grid_size=2, spline_order=1, rngs=nnx.Rngs(0))
+        >>> layer.update_grid(jnp.array([[0.0], [1.0], [jnp.nan], [3.0]]), grid_eps=0.0)  # the NaN is ignored
+        >>> layer.grid[...][0].tolist()
+        [-1.5, 0.0, 1.0, 3.0, 4.5]
         """
-        samples = self._samples(x)
+        knots = self._knots()
         new_grid, new_coef = grid_lib.update_grid(
-            knot_basis_fn(self.basis, self.spline_order),
-            samples,
-            self.grid[...],
+            _knot_basis_fn(self.basis, self.spline_order),
+            _samples(x, self.in_features),
+            knots,
             self.spline_kernel[...],
             self.spline_order,
             grid_eps,
         )
-        self.grid[...] = new_grid.astype(self.grid[...].dtype)
+        self.grid[...] = new_grid.astype(knots.dtype)  # type: ignore[index]
         self.spline_kernel[...] = new_coef.astype(self.spline_kernel[...].dtype)
 
-    def refine(self, x: Array, grid_size: int) -> None:
+    def refine(self, x: ArrayLike, grid_size: int) -> None:
         """Grid extension to `grid_size` intervals, coefficients refit on `x` (KAN Sec. 2.4). In place.
 
         The spline kernel changes shape (D, G + k, N) -> (D, G' + k, N), so an optimizer must be rebuilt:
         `nnx.Optimizer(model, tx, wrt=nnx.Param)` again (reset), or carry Adam's moments over with
         `jaxdl.nn.kan.grid.resize_basis_axis(opt_state, G + k, G' + k)`. Jitted steps re-trace once.
 
+        Refuses (ValueError): a grid-free basis, grid_size < 1, x not (..., D), and fewer than G' + k samples
+        (the least-squares minimum; non-finite samples do not count).
+
         Args:
           x: samples of this layer's input, shape (..., D), at least G' + k of them.
           grid_size: G'.
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> layer = KANLinear(1, 1, grid_size=3, rngs=nnx.Rngs(0))
+        >>> layer.refine(jnp.linspace(-1, 1, 50)[:, None], 6)
+        >>> layer.spline_kernel[...].shape
+        (1, 9, 1)
         """
-        _check_features("grid_size", grid_size)
-        samples = self._samples(x)
+        knots = self._knots()
+        grid_size = _check_size("grid_size", grid_size)
         new_grid, new_coef = grid_lib.refine(
-            knot_basis_fn(self.basis, self.spline_order),
-            samples,
-            self.grid[...],
+            _knot_basis_fn(self.basis, self.spline_order),
+            _samples(x, self.in_features),
+            knots,
             self.spline_kernel[...],
             self.spline_order,
             grid_size,
         )
         param_dtype = self.spline_kernel[...].dtype
-        self.grid = KANGrid(new_grid.astype(self.grid[...].dtype))
+        self.grid = KANGrid(new_grid.astype(knots.dtype))
         self.spline_kernel = nnx.Param(new_coef.astype(param_dtype))
         self.grid_size = grid_size
 
@@ -204,9 +242,13 @@ class KAN(nnx.Module):
     """A stack of `KANLinear` layers of widths `features` = [D, H_1, ..., N] (KAN Sec. 2.2, "deeper KANs").
 
     Args:
-      features: layer widths, at least two.
+      features: layer widths including the input width D, at least two (the Linen `KAN` takes
+        ``features[1:]`` and infers D from x).
+      basis, grid_size, spline_order, grid_range, base_activation, use_bias, spline_init_scale, dtype,
+        param_dtype: passed to every `KANLinear`.
       rngs: `nnx.Rngs`.
-      **layer_kwargs: passed to every `KANLinear` (basis, grid_size, spline_order, ...).
+
+    Refuses what `KANLinear` refuses, and fewer than two widths (ValueError).
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -215,9 +257,36 @@ class KAN(nnx.Module):
     (7, 1)
     """
 
-    def __init__(self, features: Sequence[int], *, rngs: nnx.Rngs, **layer_kwargs):
+    def __init__(
+        self,
+        features: Sequence[int],
+        *,
+        basis: str = "bspline",
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        base_activation: Callable[[Array], Array] | None = jax.nn.silu,
+        use_bias: bool = True,
+        spline_init_scale: float = 0.1,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         if len(features) < 2:
             raise ValueError(f"features needs at least an input and an output width, got {features!r}")
+        for i, width in enumerate(features):
+            _check_size(f"features[{i}]", width)
+        layer_kwargs: dict[str, Any] = dict(
+            basis=basis,
+            grid_size=grid_size,
+            spline_order=spline_order,
+            grid_range=grid_range,
+            base_activation=base_activation,
+            use_bias=use_bias,
+            spline_init_scale=spline_init_scale,
+            dtype=dtype,
+            param_dtype=param_dtype,
+        )
         self.layers = nnx.List(
             [
                 KANLinear(d_in, d_out, rngs=rngs, **layer_kwargs)
@@ -225,19 +294,43 @@ class KAN(nnx.Module):
             ]
         )
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
         for layer in self.layers:
             x = layer(x)
         return x
 
-    def update_grid(self, x: Array, grid_eps: float = 0.02) -> None:
-        """Update every layer's grid on its own input activations, first layer first (pykan MultKAN)."""
+    def update_grid(self, x: ArrayLike, grid_eps: float = 0.02) -> None:
+        """Update every layer's grid on its own input activations, first layer first (pykan MultKAN).
+
+        Non-finite samples are ignored; refuses what `KANLinear.update_grid` refuses.
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = KAN([2, 3, 1], grid_size=3, rngs=nnx.Rngs(0))
+        >>> model.update_grid(jnp.linspace(-1, 1, 40).reshape(20, 2))
+        >>> model.layers[1].grid[...].shape
+        (3, 10)
+        """
+        x = jnp.asarray(x)
         for layer in self.layers:
             layer.update_grid(x, grid_eps)
             x = layer(x)
 
-    def refine(self, x: Array, grid_size: int) -> None:
-        """Extend every layer's grid to `grid_size`, each refit on its own input activations."""
+    def refine(self, x: ArrayLike, grid_size: int) -> None:
+        """Extend every layer's grid to `grid_size`, each refit on its own input activations.
+
+        Refuses what `KANLinear.refine` refuses (e.g. fewer than grid_size + spline_order samples), before any
+        layer changes.
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = KAN([2, 3, 1], grid_size=3, rngs=nnx.Rngs(0))
+        >>> model.refine(jnp.linspace(-1, 1, 40).reshape(20, 2), 6)
+        >>> model.layers[0].spline_kernel[...].shape
+        (2, 9, 3)
+        """
+        x = jnp.asarray(x)
         for layer in self.layers:
             y = layer(x)
             layer.refine(x, grid_size)
@@ -254,11 +347,14 @@ class GRKAN(nnx.Module):
     Args:
       in_features: D, divisible by `groups`. out_features: N.
       groups: g (KAT: 8). num_order: m (5). den_order: n (4).
-      init: "identity", "swish", "gelu", "tanh" or "relu".
+      init: "identity", "swish", "gelu", "tanh" or "relu" (Linen: `init_kind`).
       use_bias: add a bias (zeros). dtype / param_dtype: as in `KANLinear`.
       rngs: `nnx.Rngs`.
 
     Parameters: numerator (g, m + 1), denominator (g, n), kernel (D, N), bias (N,).
+
+    Refuses at construction (ValueError): non-positive sizes, D not divisible by groups, an unknown init,
+    num_order < 1 or den_order < 0; (TypeError) non-floating dtype / param_dtype.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -276,15 +372,15 @@ class GRKAN(nnx.Module):
         den_order: int = 4,
         init: str = "identity",
         use_bias: bool = True,
-        dtype=None,
-        param_dtype=jnp.float32,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_features("in_features", in_features)
-        _check_features("out_features", out_features)
-        _check_features("groups", groups)
-        if in_features % groups:
-            raise ValueError(f"in_features ({in_features}) must be divisible by groups ({groups})")
+        in_features = _check_size("in_features", in_features)
+        out_features = _check_size("out_features", out_features)
+        _check_rational_args(in_features, groups, num_order, den_order, init, "init")
+        _check_float_dtype("dtype", dtype, optional=True)
+        _check_float_dtype("param_dtype", param_dtype)
         numerator, denominator = fit_rational(init, num_order, den_order)
         gain = rational_gain(numerator, denominator)
         self.dtype = dtype
@@ -296,7 +392,7 @@ class GRKAN(nnx.Module):
         )
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: ArrayLike) -> Array:
         bias = None if self.bias is None else self.bias[...]
         return gr_kan(x, self.numerator[...], self.denominator[...], self.kernel[...], bias, dtype=self.dtype)
 
@@ -307,7 +403,10 @@ class KATMLP(nnx.Module):
 
     Args:
       in_features: D. hidden_features: H (default 4 D). out_features: N (default D).
-      groups: rational groups in both layers. rngs: `nnx.Rngs`. **kwargs: passed to both `GRKAN`s.
+      groups, num_order, den_order, use_bias, dtype, param_dtype: passed to both `GRKAN`s.
+      rngs: `nnx.Rngs`.
+
+    Refuses what `GRKAN` refuses.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -322,19 +421,33 @@ class KATMLP(nnx.Module):
         out_features: int | None = None,
         *,
         groups: int = 8,
+        num_order: int = 5,
+        den_order: int = 4,
+        use_bias: bool = True,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
-        **kwargs,
     ):
+        in_features = _check_size("in_features", in_features)
         hidden_features = hidden_features or 4 * in_features
         out_features = out_features or in_features
-        self.fc1 = GRKAN(in_features, hidden_features, groups=groups, init="identity", rngs=rngs, **kwargs)
-        self.fc2 = GRKAN(hidden_features, out_features, groups=groups, init="swish", rngs=rngs, **kwargs)
+        kwargs: dict[str, Any] = dict(
+            groups=groups,
+            num_order=num_order,
+            den_order=den_order,
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.fc1 = GRKAN(in_features, hidden_features, init="identity", **kwargs)
+        self.fc2 = GRKAN(hidden_features, out_features, init="swish", **kwargs)
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: ArrayLike) -> Array:
         return self.fc2(self.fc1(x))
 
 
-AF_KAN_PARAMS = (
+_AF_KAN_PARAMS = (
     "starts",
     "ends",
     "score_kernel",
@@ -346,6 +459,15 @@ AF_KAN_PARAMS = (
 )
 
 
+def _check_af_kan_args(grid_size: Any, spline_order: Any, combination: str, param_dtype: Any) -> None:
+    """The checks the NNX and Linen `AFKAN` share."""
+    _check_size("grid_size", grid_size)
+    _check_size("spline_order", spline_order, minimum=0)
+    if combination not in _COMBINATIONS:
+        raise ValueError(f"combination must be one of {sorted(_COMBINATIONS)}, got {combination!r}")
+    _check_float_dtype("param_dtype", param_dtype)
+
+
 class AFKAN(nnx.Module):
     """AF-KAN layer in the paper's best configuration (Ta & Tran 2025, Sec. 3): basis act(x - s_i), act(e_i - x)
     combined by `combination`, L2-min-max normalised per example, reduced over the G + k basis functions by
@@ -354,11 +476,16 @@ class AFKAN(nnx.Module):
     Args:
       in_features: D. out_features: N.
       grid_size: G (3). spline_order: k (3); M = G + k starts/ends, trainable and shared across inputs.
-      activation: act (SiLU). combination: "quad1" ((a b)^2) or another of `af_kan.COMBINATIONS`.
+      activation: act (SiLU). combination: "quad1" ((a b)^2), "quad2", "sum", "prod", "sum_prod", "cubic1" or
+        "cubic2".
+      param_dtype: parameter dtype.
       rngs: `nnx.Rngs`.
 
     Parameters: starts, ends, score_kernel (M,), score_bias, temperature (sqrt(D)), norm_scale, norm_bias (D,),
     kernel (D, N) ~ U(+-1/sqrt(D)).
+
+    Refuses at construction (ValueError): non-positive sizes, spline_order < 0, an unknown combination;
+    (TypeError) a non-floating param_dtype.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -375,16 +502,14 @@ class AFKAN(nnx.Module):
         spline_order: int = 3,
         activation: Callable[[Array], Array] = jax.nn.silu,
         combination: str = "quad1",
-        param_dtype=jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_features("in_features", in_features)
-        _check_features("out_features", out_features)
-        _check_features("grid_size", grid_size)
-        if combination not in COMBINATIONS:
-            raise ValueError(f"combination must be one of {sorted(COMBINATIONS)}, got {combination!r}")
+        in_features = _check_size("in_features", in_features)
+        out_features = _check_size("out_features", out_features)
+        _check_af_kan_args(grid_size, spline_order, combination, param_dtype)
         self.activation, self.combination = activation, combination
-        starts, ends = af_kan_phases(grid_size, spline_order)
+        starts, ends = af_kan_phases(int(grid_size), int(spline_order))
         num_basis = starts.shape[0]
         self.starts = nnx.Param(starts.astype(param_dtype))
         self.ends = nnx.Param(ends.astype(param_dtype))
@@ -396,13 +521,25 @@ class AFKAN(nnx.Module):
         self.temperature = nnx.Param(jnp.asarray(in_features**0.5, param_dtype))
         self.norm_scale = nnx.Param(jnp.ones((in_features,), param_dtype))
         self.norm_bias = nnx.Param(jnp.zeros((in_features,), param_dtype))
-        self.kernel = nnx.Param(base_kernel_init(rngs.params(), (in_features, out_features), param_dtype))
+        self.kernel = nnx.Param(_base_kernel_init(rngs.params(), (in_features, out_features), param_dtype))
 
-    def __call__(self, x: Array) -> Array:
-        params = {name: getattr(self, name)[...] for name in AF_KAN_PARAMS}
+    def __call__(self, x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        params = {name: getattr(self, name)[...] for name in _AF_KAN_PARAMS}
         if x.ndim < 1 or x.shape[-1] != params["kernel"].shape[0]:
             raise ValueError(f"x must have shape (..., {params['kernel'].shape[0]}), got {x.shape}")
         return af_kan_layer(x, params, activation=self.activation, combination=self.combination)
+
+
+_DEFAULT_POOL = ("bspline", "rbf", "chebyshev", "fourier")
+
+
+def _check_pool(bases: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(bases, str) or not bases:
+        raise ValueError(f"bases must name at least one basis (a sequence of names), got {bases!r}")
+    for name in bases:
+        get_basis(name)
+    return tuple(bases)
 
 
 class SelectableKAN(nnx.Module):
@@ -415,9 +552,13 @@ class SelectableKAN(nnx.Module):
     Args:
       in_features: D. out_features: N.
       bases: the pool, names accepted by `KANLinear(basis=...)`.
-      rngs: `nnx.Rngs`. **layer_kwargs: passed to every pool member (grid_size, spline_order, ...).
+      grid_size, spline_order, grid_range, base_activation, use_bias, spline_init_scale, dtype, param_dtype:
+        passed to every pool member; `logits` and `mask` are kept in param_dtype too.
+      rngs: `nnx.Rngs`.
 
     Parameters: `experts[p]` (KANLinear), `logits` (N, P); state: `mask` (N, P).
+
+    Refuses what `KANLinear` refuses, and an empty pool (ValueError).
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -433,32 +574,60 @@ class SelectableKAN(nnx.Module):
         in_features: int,
         out_features: int,
         *,
-        bases: Sequence[str] = ("bspline", "rbf", "chebyshev", "fourier"),
+        bases: Sequence[str] = _DEFAULT_POOL,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        base_activation: Callable[[Array], Array] | None = jax.nn.silu,
+        use_bias: bool = True,
+        spline_init_scale: float = 0.1,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
-        **layer_kwargs,
     ):
-        if not bases:
-            raise ValueError("bases must name at least one basis")
-        self.bases = tuple(bases)
+        self.bases = _check_pool(bases)
+        out_features = _check_size("out_features", out_features)
+        layer_kwargs: dict[str, Any] = dict(
+            grid_size=grid_size,
+            spline_order=spline_order,
+            grid_range=grid_range,
+            base_activation=base_activation,
+            use_bias=use_bias,
+            spline_init_scale=spline_init_scale,
+            dtype=dtype,
+            param_dtype=param_dtype,
+        )
         self.experts = nnx.List(
             [KANLinear(in_features, out_features, basis=b, rngs=rngs, **layer_kwargs) for b in self.bases]
         )
-        self.logits = nnx.Param(jnp.zeros((out_features, len(self.bases))))
-        self.mask = SelectionMask(jnp.ones((out_features, len(self.bases))))
+        self.logits = nnx.Param(jnp.zeros((out_features, len(self.bases)), param_dtype))
+        self.mask = SelectionMask(jnp.ones((out_features, len(self.bases)), param_dtype))
 
     def weights(self) -> Array:
-        """Current mixing weights (N, P)."""
+        """Current mixing weights (N, P).
+
+        >>> from flax import nnx
+        >>> SelectableKAN(3, 2, bases=("rbf", "fourier"), rngs=nnx.Rngs(0)).weights().tolist()
+        [[0.5, 0.5], [0.5, 0.5]]
+        """
         return selection_weights(self.logits[...], self.mask[...])
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: ArrayLike) -> Array:
         outputs = jnp.stack([expert(x) for expert in self.experts])
-        return mix_outputs(outputs, self.weights())
+        return _mix_outputs(outputs, self.weights())
 
     def select(self) -> None:
-        """Fix each node to its largest-logit basis, then drop bases no node uses (S-KAN's pruning phase)."""
+        """Fix each node to its largest-logit basis, then drop bases no node uses (S-KAN's pruning phase).
+
+        >>> from flax import nnx
+        >>> layer = SelectableKAN(3, 2, bases=("rbf", "fourier"), rngs=nnx.Rngs(0))
+        >>> layer.logits[...] = layer.logits[...].at[:, 1].set(1.0)
+        >>> layer.select(); layer.bases
+        ('fourier',)
+        """
         mask = selection_mask(jnp.where(self.mask[...] > 0, self.logits[...], -jnp.inf))
         keep = [p for p in range(len(self.bases)) if bool(mask[:, p].any())]
         self.bases = tuple(self.bases[p] for p in keep)
         self.experts = nnx.List([self.experts[p] for p in keep])
         self.logits = nnx.Param(self.logits[...][:, keep])
-        self.mask = SelectionMask(mask[:, keep])
+        self.mask = SelectionMask(mask[:, keep].astype(self.logits[...].dtype))

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
+
+__all__ = ["fit_rational", "gr_kan", "group_rational", "rational", "rational_gain"]
 
 
 def rational(x: ArrayLike, numerator: ArrayLike, denominator: ArrayLike) -> Array:
@@ -87,13 +91,32 @@ def _gelu(x):
     return 0.5 * x * (1 + erf(x / math.sqrt(2)))
 
 
-TARGETS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "identity": lambda x: x,
-    "swish": lambda x: x / (1 + np.exp(-x)),
-    "gelu": _gelu,
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0),
-}
+_TARGETS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = MappingProxyType(
+    {
+        "identity": lambda x: x,
+        "swish": lambda x: x / (1 + np.exp(-x)),
+        "gelu": _gelu,
+        "tanh": np.tanh,
+        "relu": lambda x: np.maximum(x, 0),
+    }
+)
+
+
+def _check_rational_args(
+    in_features: int, groups: Any, num_order: Any, den_order: Any, init: Any, init_name: str
+) -> None:
+    """The checks the NNX and Linen `GRKAN` share; `init_name` is the shell's name for the init target."""
+    for name, value, minimum in (
+        ("groups", groups, 1),
+        ("num_order", num_order, 1),
+        ("den_order", den_order, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if in_features % groups:
+        raise ValueError(f"in_features ({in_features}) must be divisible by groups ({groups})")
+    if init not in _TARGETS:
+        raise ValueError(f"{init_name} must be one of {sorted(_TARGETS)}, got {init!r}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -120,7 +143,10 @@ def fit_rational(
       num_points: evenly spaced fitting points (KAT: 1000).
 
     Returns:
-      (numerator (m + 1,), denominator (n,)) as float64 NumPy arrays, denominator >= 0.
+      (numerator (m + 1,), denominator (n,)) as read-only float64 NumPy arrays (the result is cached),
+      denominator >= 0.
+
+    Refuses an unknown `target`, num_order < 1 or den_order < 0 (ValueError).
 
     >>> a, b = fit_rational("swish", 5, 4)
     >>> x = np.linspace(-3, 3, 101)
@@ -129,16 +155,16 @@ def fit_rational(
     """
     from scipy.optimize import least_squares, lsq_linear
 
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    if target not in _TARGETS:
+        raise ValueError(f"target must be one of {sorted(_TARGETS)}, got {target!r}")
     if num_order < 1 or den_order < 0:
         raise ValueError(f"need num_order >= 1 and den_order >= 0, got {num_order}, {den_order}")
     if target == "identity":  # exact, and the least-squares problem is degenerate (P = x Q for any Q)
         numerator = np.zeros(num_order + 1)
         numerator[1] = 1.0
-        return numerator, np.zeros(den_order)
-    x = np.linspace(*interval, num_points)
-    f = TARGETS[target](x)
+        return _read_only(numerator, np.zeros(den_order))  # type: ignore[return-value]
+    x = np.linspace(float(interval[0]), float(interval[1]), num_points)
+    f = _TARGETS[target](x)
     powers = x[:, None] ** np.arange(num_order + 1)
     abs_powers = np.abs(x)[:, None] ** np.arange(1, den_order + 1)
     design = np.concatenate([powers, -f[:, None] * abs_powers], axis=1)
@@ -153,7 +179,15 @@ def fit_rational(
     z = least_squares(residual, start, bounds=(lower, np.inf), xtol=1e-15, ftol=1e-15, gtol=1e-15).x
     if np.sum(residual(z) ** 2) > np.sum(residual(start) ** 2):
         z = start
-    return z[: num_order + 1], z[num_order + 1 :]
+    return _read_only(z[: num_order + 1], z[num_order + 1 :])  # type: ignore[return-value]
+
+
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    # fit_rational is cached: hand out arrays nobody can change in place (copies, so no views are shared).
+    out = tuple(np.array(a, np.float64) for a in arrays)
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 def rational_gain(numerator: ArrayLike, denominator: ArrayLike, num_nodes: int = 128) -> float:

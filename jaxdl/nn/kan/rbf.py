@@ -9,6 +9,8 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
+__all__ = ["rbf_basis", "rbf_centers"]
+
 
 def rbf_centers(in_features: int, num_centers: int, grid_range=(-2.0, 2.0), dtype=jnp.float32) -> Array:
     """FastKAN's centres: `num_centers` evenly spaced points on `grid_range`, one row per input.

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+__all__ = ["relu_kan_basis", "relu_kan_supports"]
+
 
 def relu_kan_basis(x: ArrayLike, starts: ArrayLike, ends: ArrayLike) -> Array:
     """ReLU-KAN bumps R_i(x) = (ReLU(e_i - x) ReLU(x - s_i))^2 * 16 / (e_i - s_i)^4 (ReLU-KAN Sec. 3).
@@ -38,7 +40,8 @@ def relu_kan_basis(x: ArrayLike, starts: ArrayLike, ends: ArrayLike) -> Array:
         raise ValueError(
             f"starts must have shape (M,) or (D, M) with D = x.shape[-1]; got x {x.shape}, starts {starts.shape}"
         )
-    x = x[..., None]
+    # Outside [min s, max e] every bump is 0; clamping there keeps +-inf inputs from giving 0 * inf.
+    x = jnp.clip(x[..., None], starts.min(axis=-1, keepdims=True) - 1, ends.max(axis=-1, keepdims=True) + 1)
     scale = 4.0 / (ends - starts) ** 2
     return (jax.nn.relu(ends - x) * jax.nn.relu(x - starts) * scale) ** 2
 

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+__all__ = ["selection_mask", "selection_weights"]
+
 
 def selection_weights(logits: ArrayLike, mask: ArrayLike) -> Array:
     """Per-node mixing weights softmax(logits + log(mask)) over the pool axis.
@@ -32,7 +34,7 @@ def selection_weights(logits: ArrayLike, mask: ArrayLike) -> Array:
     return jax.nn.softmax(jnp.where(jnp.asarray(mask) > 0, logits, -jnp.inf), axis=-1)
 
 
-def mix_outputs(outputs: ArrayLike, weights: ArrayLike) -> Array:
+def _mix_outputs(outputs: ArrayLike, weights: ArrayLike) -> Array:
     """y_j = sum_p weights[j, p] * outputs[p, ..., j].
 
     Args:
@@ -43,7 +45,7 @@ def mix_outputs(outputs: ArrayLike, weights: ArrayLike) -> Array:
       Shape (..., N).
 
     >>> import jax.numpy as jnp
-    >>> mix_outputs(jnp.array([[1.0, 1.0], [3.0, 3.0]]), jnp.array([[0.5, 0.5], [1.0, 0.0]])).tolist()
+    >>> _mix_outputs(jnp.array([[1.0, 1.0], [3.0, 3.0]]), jnp.array([[0.5, 0.5], [1.0, 0.0]])).tolist()
     [2.0, 1.0]
     """
     return jnp.einsum(

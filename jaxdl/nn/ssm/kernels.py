@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 __all__ = [
     "discretize",
@@ -28,12 +29,12 @@ __all__ = [
     "transfer_function",
 ]
 
-METHODS = ("zoh", "bilinear")
+_METHODS = ("zoh", "bilinear")
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
 
 
 def discretize(Lambda, B, log_step, method: str = "zoh"):
@@ -89,7 +90,7 @@ def ssm_kernel(Lambda, B, C, log_step, L: int, *, method: str = "zoh", chunk_siz
       log_step: (H,) log Delta per channel.
       L: kernel length.
       method: "zoh" or "bilinear".
-      chunk_size: positions per chunk; default keeps H N chunk_size near 2^24.
+      chunk_size: positions per chunk (a positive integer); default keeps H N chunk_size near 2^24.
 
     Returns:
       (..., H, L) real kernel.
@@ -114,6 +115,8 @@ def ssm_kernel(Lambda, B, C, log_step, L: int, *, method: str = "zoh", chunk_siz
     log_step = log_step[:, None]
     if chunk_size is None:
         chunk_size = max(16, 2**24 // max(H * N, 1))
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     chunk_size = min(chunk_size, L)
     num_chunks = -(-L // chunk_size)
     _, B_bar = discretize(Lambda, B, log_step, method)
@@ -152,27 +155,39 @@ def bidirectional_kernel(K_forward, K_backward):
     return jnp.concatenate([head, zero, jnp.flip(K_backward[..., 1:], axis=-1)], axis=-1)
 
 
-def fft_conv(u, K):
+def fft_conv(u: ArrayLike, K: ArrayLike) -> jax.Array:
     """Convolution of u with a per-channel kernel via real FFTs of length 2L.
 
+    The FFT runs in at least float32 (XLA's FFT takes no bfloat16 or integers); the result has u's
+    floating dtype (float32 for integer u).
+
     Args:
-      u: (..., L, H) input.
+      u: (..., L, H) real input.
       K: (H, L) causal kernel, or (H, 2L) circular kernel from `bidirectional_kernel`.
 
     Returns:
       (..., L, H) output, y_t = sum_s K[t - s] u_s (causal) or with circular indexing mod 2L.
 
+    Refuses complex u or K (TypeError) and a K of another shape (ValueError).
+
     >>> fft_conv(jnp.array([[1.0], [0.0], [0.0]]), jnp.array([[1.0, 0.5, 0.25]]))[:, 0]
     Array([1.  , 0.5 , 0.25], dtype=float32)
     """
     u, K = jnp.asarray(u), jnp.asarray(K)
+    for name, array in (("u", u), ("K", K)):
+        if jnp.issubdtype(array.dtype, jnp.complexfloating):
+            raise TypeError(f"{name} must be a real array, got dtype {array.dtype}")
+    if u.ndim < 2:
+        raise ValueError(f"u must have shape (..., L, H), got {u.shape}")
     L, H = u.shape[-2:]
     if K.shape not in ((H, L), (H, 2 * L)):
         raise ValueError(f"K must have shape (H, L) = {(H, L)} or (H, 2L) = {(H, 2 * L)}, got {K.shape}")
+    out_dtype = u.dtype if jnp.issubdtype(u.dtype, jnp.floating) else jnp.dtype(jnp.float32)
+    real_dtype = jnp.promote_types(jnp.promote_types(out_dtype, K.dtype), jnp.float32)
     n = 2 * L
-    u_f = jnp.fft.rfft(u, n=n, axis=-2)
-    K_f = jnp.fft.rfft(K, n=n, axis=-1).T
-    return jnp.fft.irfft(u_f * K_f, n=n, axis=-2)[..., :L, :].astype(u.dtype)
+    u_f = jnp.fft.rfft(u.astype(real_dtype), n=n, axis=-2)
+    K_f = jnp.fft.rfft(K.astype(real_dtype), n=n, axis=-1).T
+    return jnp.fft.irfft(u_f * K_f, n=n, axis=-2)[..., :L, :].astype(out_dtype)
 
 
 def linear_recurrence(Lambda_bar, Bu, *, reverse: bool = False):

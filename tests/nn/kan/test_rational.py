@@ -8,7 +8,7 @@ from flax import nnx
 from jax.test_util import check_grads
 
 from jaxdl.nn.kan import GRKAN, fit_rational, gr_kan, group_rational, rational, rational_gain
-from jaxdl.nn.kan.rational import TARGETS
+from jaxdl.nn.kan.rational import _TARGETS
 from tests.reference import kan as ref
 
 
@@ -42,7 +42,7 @@ def test_fit_reproduces_target_on_interval(x64, target):
     a, b = fit_rational(target, 5, 4)
     assert np.all(b >= 0)
     x = np.linspace(-3, 3, 2001)
-    error = np.abs(np.asarray(rational(x, a, b)) - TARGETS[target](x)).max()
+    error = np.abs(np.asarray(rational(x, a, b)) - _TARGETS[target](x)).max()
     assert error < FIT_TOLERANCE[target], error
 
 
@@ -87,3 +87,11 @@ def test_rational_errors():
         fit_rational("softsign")
     with pytest.raises(ValueError, match="divisible by groups"):
         GRKAN(12, 4, groups=8, rngs=nnx.Rngs(0))
+
+
+def test_cached_fit_is_read_only():
+    a, b = fit_rational("swish")
+    with pytest.raises(ValueError, match="read-only"):
+        a[0] = 99.0
+    with pytest.raises(ValueError, match="read-only"):
+        b[0] = 99.0

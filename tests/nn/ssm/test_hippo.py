@@ -63,3 +63,18 @@ def test_s4d_legs_keeps_one_of_each_conjugate_pair():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_cached_modes_are_read_only():
+    from jaxdl.nn.ssm.functional import s4d_modes as old_home  # still importable where it was
+    from jaxdl.nn.ssm.modes import s4d_modes, s5_block_modes
+
+    assert old_home is s4d_modes
+    Lambda, B, _ = s4d_modes("lin", 4)
+    with pytest.raises(ValueError, match="read-only"):
+        Lambda[1] = 99
+    with pytest.raises(ValueError, match="read-only"):
+        B[0] = 99
+    for array in s5_block_modes("legs", 4):
+        assert not array.flags.writeable
+    np.testing.assert_allclose(s4d_modes("lin", 4)[0], [-0.5, -0.5 + np.pi * 1j])
