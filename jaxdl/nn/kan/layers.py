@@ -40,6 +40,8 @@ from jaxdl.nn.kan.kan_linear import (
 from jaxdl.nn.kan.rational import _check_rational_args, fit_rational, gr_kan, rational_gain
 from jaxdl.nn.kan.selectable import _mix_outputs, selection_mask, selection_weights
 
+__all__ = ["AFKAN", "GRKAN", "KAN", "KANGrid", "KANLinear", "KATMLP", "SelectableKAN", "SelectionMask"]
+
 
 class KANGrid(nnx.Variable):
     """Non-trainable grid of a KAN layer: knots (D, G + 2k + 1) or RBF centres (D, G).

@@ -9,7 +9,7 @@
 - `layers` (Flax NNX) and `linen` (Flax Linen): `S4D`, `S5`, `SequenceModel`, both built on the same configs.
 """
 
-from jaxdl.nn.ssm import linen
+from jaxdl.nn.ssm import functional, hippo, kernels, layers, linen, modes
 from jaxdl.nn.ssm.functional import (
     S4DConfig,
     S5Config,
@@ -33,7 +33,7 @@ from jaxdl.nn.ssm.kernels import (
 )
 from jaxdl.nn.ssm.layers import S4D, S5, SequenceModel
 from jaxdl.nn.ssm.modes import s4d_modes, s5_block_modes
-from jaxdl.nn.ssm.ptd import PTDResult, conjugate_half, kappa_gradient, ptd
+from jaxdl.nn.ssm.ptd import PTDResult, conjugate_half, kappa_gradient, ptd  # `ptd` is the function
 
 __all__ = [
     "PTDResult",
@@ -46,10 +46,15 @@ __all__ = [
     "conjugate_half",
     "discretize",
     "fft_conv",
+    "functional",
+    "hippo",
     "hippo_legs",
     "kappa_gradient",
+    "kernels",
+    "layers",
     "linear_recurrence",
     "linen",
+    "modes",
     "nplr_legs",
     "ptd",
     "s4d_apply",
