@@ -100,7 +100,9 @@ def _raises(error, match, fn, *args, **kwargs):
 
 CASES = {
     "S4D odd state_size legs": _raises(ValueError, "state_size must be even", lambda: S4D(4, 7, rngs=R(0))),
-    "S4D odd state_size ptd": lambda: _matches_recurrence(S4D(4, 7, init="ptd", ptd_kwargs=PTD_FAST, rngs=R(0))),
+    "S4D odd state_size ptd": lambda: _matches_recurrence(
+        S4D(4, 7, init="ptd", ptd_kwargs=PTD_FAST, rngs=R(0))
+    ),
     "S4D state_size=0": _raises(ValueError, "state_size", lambda: S4D(4, 0, rngs=R(0))),
     "S4D(0, 8)": _raises(ValueError, "features", lambda: S4D(0, 8, rngs=R(0))),
     "S4D dt_min=0": _raises(ValueError, "dt_min", lambda: S4D(4, 8, dt_min=0, rngs=R(0))),
