@@ -103,12 +103,9 @@ def test_probes_every_n_steps_inside_one_compiled_step():
     assert [bool(r.computed) for r in records] == [True, False, False, True, False]
     for r in (records[1], records[2], records[4]):
         assert all(bool(jnp.isnan(v)) for v in r[1:])
-    with jax.default_matmul_precision("highest"):
-        eager = monitor.compute(history[3], batch, key, step=3)
-        under_jit = jax.jit(lambda p: monitor(3, p, batch, key))(history[3])
-    for a, b in zip(eager, under_jit, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5)
-    np.testing.assert_allclose(records[3].sharpness, eager.sharpness, rtol=1e-4)
+    eager = monitor.compute(history[3], batch, key, step=3)  # the same probes, not under jit
+    for name, a, b in zip(MonitorRecord._fields, records[3], eager, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=name)
 
 
 def test_same_record_on_eight_devices_as_on_one_with_an_nnx_model(mesh):
