@@ -72,17 +72,12 @@ def api_lines() -> list[str]:
     return lines
 
 
-# Packages whose __all__ is being written by the helpers of issue #16 this session; emptied at the end.
-_PENDING_ALL = {"jaxdl.nn", "jaxdl.nn.ssm"}
-
-
 def test_every_package_declares_all():
     missing = [
         name
         for name in public_modules()
         if hasattr(importlib.import_module(name), "__path__")
         and not hasattr(importlib.import_module(name), "__all__")
-        and name not in _PENDING_ALL
     ]
     assert not missing, f"packages without __all__: {missing}"
 

@@ -39,7 +39,7 @@ def _top_level_modules_after(statement: str) -> set[str]:
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, set[str]]:
     # one interpreter per statement; `import jaxdl` is the cheap one, `jaxdl.optim` pays for jax + optax
-    statements = ("import jaxdl", "import jaxdl.optim", "import jaxdl.probes", "import jaxdl.nn")
+    statements = ("import jaxdl", "import jaxdl.optim", "import jaxdl.probes", "import jaxdl.nn.sdm")
     return {s: _top_level_modules_after(s) for s in statements}
 
 
@@ -60,9 +60,9 @@ def test_import_jaxdl_probes_loads_no_flax_orbax_or_tfds(loaded):
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
 
 
-def test_import_jaxdl_nn_loads_flax_but_no_orbax_or_tfds(loaded):
+def test_import_jaxdl_nn_sdm_loads_flax_but_no_orbax_or_tfds(loaded):
     # the SDM head saves through jaxdl.checkpoint, which imports orbax only when a Checkpointer is made
-    modules = loaded["import jaxdl.nn"]
+    modules = loaded["import jaxdl.nn.sdm"]
     assert "flax" in modules
     assert not modules & {"orbax", "tensorflow_datasets", "tensorflow"}
 
