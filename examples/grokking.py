@@ -17,7 +17,7 @@ steps) against 2/η, the edge of stability of gradient descent (Cohen et al., IC
 the threshold of the preconditioned sharpness is higher). The NLM alignment cos(-g, θ) and the
 softmax-collapse fraction are recorded at every step (Prieto et al. 2025, Fig. 5 and Def. 3).
 
-    python examples/grokking.py                     # the three runs, ~1 minute on 2 CPU cores
+    python examples/grokking.py                     # the three runs, about a minute on 2 idle CPU cores
     python examples/grokking.py --sweep-lr 3e-3,1e-2,3e-2   # one jitted ⊥AdamW run per rate
 
 Writes grokking.png (accuracy, NLM alignment, softmax collapse and sharpness against steps) and
