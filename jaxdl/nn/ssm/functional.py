@@ -29,6 +29,7 @@ integer input). Complex inputs are refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 from collections.abc import Mapping
@@ -365,7 +366,8 @@ def s4d_apply(
     """S4D in convolution mode: y = K * u + D u, kernel by Vandermonde product, convolution by FFT.
 
     Bidirectional parameters (C with 2 directions) add the anti-causal kernel of the second C. The kernel and
-    the FFT run in at least float32 whatever the input; compiles once per shapes and dtypes under `jax.jit`.
+    the FFT run in at least float32 whatever the input; compiles once per shapes, dtypes and options,
+    also when called eagerly (debug=True runs eagerly).
 
     Non-finite inputs: the FFT mixes all positions, so a NaN or inf at position t makes every output of that
     sequence and channel non-finite, also at positions before t (the recurrent `s4d_step` stays causal), and
@@ -399,8 +401,13 @@ def s4d_apply(
     _check_sequence(u, H)
     chunk_size = _check_chunk_size(chunk_size)
     out_dtype, real_dtype = _io_dtypes(u, "u", dtype, params["D"].dtype)
-    if debug:
+    if debug:  # eager, so that the check can raise without `checkify.checkify`
         _check_finite(u)
+        return _s4d_apply(dict(params), u, method, chunk_size, out_dtype, real_dtype)
+    return _s4d_apply_jit(dict(params), u, method, chunk_size, out_dtype, real_dtype)
+
+
+def _s4d_apply(params, u, method, chunk_size, out_dtype, real_dtype):
     u = u.astype(real_dtype)
     Lambda, B, C = _s4d_complex(params, real_dtype)
     log_step = params["log_step"].astype(real_dtype)
@@ -408,6 +415,10 @@ def s4d_apply(
     K = bidirectional_kernel(K[0], K[1]) if K.shape[0] == 2 else K[0]
     y = fft_conv(u, K) + params["D"].astype(real_dtype) * u
     return y.astype(out_dtype)
+
+
+# One compiled program per (shapes, dtypes, options) for eager callers; inlined under the caller's jit.
+_s4d_apply_jit = jax.jit(_s4d_apply, static_argnums=(2, 3, 4, 5))
 
 
 def _check_causal(params: Mapping[str, jax.Array]) -> None:
@@ -669,7 +680,8 @@ def s5_apply(
 ) -> jax.Array:
     """S5 over whole sequences with a parallel scan (S5 paper, Sec. 3.2 and eq. (6)).
 
-    The scan runs in at least complex64 whatever the input; compiles once per shapes under `jax.jit`.
+    The scan runs in at least complex64 whatever the input; compiles once per shapes, dtypes and options,
+    also when called eagerly.
 
     Args:
       params: from `s5_init_params`.
@@ -692,12 +704,19 @@ def s5_apply(
     u = jnp.asarray(u)
     _check_sequence(u, params["D"].shape[0])
     out_dtype, real_dtype = _io_dtypes(u, "u", dtype, params["D"].dtype)
+    log_scale = None if step_scale is None else _log_step_scale(step_scale, u.shape[:-1], real_dtype)
+    return _s5_apply_jit(dict(params), u, log_scale, method, out_dtype, real_dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _s5_apply_jit(params, u, log_scale, method, out_dtype, real_dtype):
+    # One compiled program per (shapes, dtypes, options) for eager callers; inlined under the caller's jit.
     u = u.astype(real_dtype)
     sequences = u.reshape(-1, *u.shape[-2:])
-    if step_scale is None:
+    if log_scale is None:
         y = jax.vmap(lambda seq: _s5_sequence(params, seq, None, method, real_dtype))(sequences)
     else:
-        log_scale = _log_step_scale(step_scale, u.shape[:-1], real_dtype).reshape(-1, u.shape[-2])
+        log_scale = log_scale.reshape(-1, u.shape[-2])
         y = jax.vmap(lambda seq, ls: _s5_sequence(params, seq, ls, method, real_dtype))(sequences, log_scale)
     return y.reshape(u.shape).astype(out_dtype)
 

@@ -193,3 +193,17 @@ def test_bad_constructor_arguments(build, match):
 def test_wrong_feature_count_is_reported(kind):
     with pytest.raises(ValueError, match=r"u must have shape \(\.\.\., length, 3\)"):
         _layer(kind)(jnp.ones((2, 5, 4)))
+
+
+@pytest.mark.parametrize("kind", ["s4d", "s5"])
+def test_eager_calls_compile_once_per_shape(kind, rng):
+    from tests.probes._compiles import compiles
+
+    layer = _layer(kind)
+    u = jnp.asarray(rng.standard_normal((2, 12, 3)), jnp.float32)
+    others = [u + 1.0, 2.0 * u]
+    layer(u)  # the first call compiles
+    with compiles() as events:
+        for other in others:
+            layer(other)
+    assert events == [], events
