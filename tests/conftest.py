@@ -17,6 +17,23 @@ from jax.sharding import AxisType, Mesh  # noqa: E402
 NUM_DEVICES = 8
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core this process may use, at most 4.
+
+    Each worker is a separate process holding its own 8 simulated devices; XLA compilation, which
+    dominates the suite, is single-threaded, so a worker per core roughly divides the wall time.
+    More than 4 workers mostly duplicate the session fixtures (fitted heads, PTD solves).
+    """
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def pytest_configure(config):
+    if path := os.environ.get("JAXDL_TEST_TIMING"):
+        from tests._timing import TimingPlugin
+
+        config.pluginmanager.register(TimingPlugin(path), "jaxdl-timing")
+
+
 @pytest.fixture(scope="session")
 def mesh() -> Mesh:
     """A one-axis mesh named "data" over the 8 simulated CPU devices (Auto axis type)."""
