@@ -246,8 +246,8 @@ class KAN(nnx.Module):
     Args:
       features: layer widths including the input width D, at least two (the Linen `KAN` takes
         ``features[1:]`` and infers D from x).
-      basis, grid_size, spline_order, grid_range, base_activation, use_bias, spline_init_scale, dtype,
-        param_dtype: passed to every `KANLinear`.
+      basis: passed to every `KANLinear`, as are grid_size, spline_order, grid_range,
+        base_activation, use_bias, spline_init_scale, dtype and param_dtype.
       rngs: `nnx.Rngs`.
 
     Refuses what `KANLinear` refuses, and fewer than two widths (ValueError).
