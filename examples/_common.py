@@ -122,3 +122,26 @@ def load_digits(seed: int, *, test_fraction: float = 0.25, limit: int | None = N
         "x_test": images[test_rows],
         "y_test": labels[test_rows],
     }
+
+
+def softmax_threshold(logits, *, threshold: float | None = None, count: int | None = None):
+    """The softmax-threshold baseline of selective classification: admit when max softmax >= threshold.
+
+    ``logits`` is ``(n, C)``. Give the ``threshold`` itself (e.g. the target accuracy α, as a user of
+    plain softmax would), or ``count``: the threshold that admits the ``count`` most confident rows
+    (ties admitted together; +inf for 0), to compare rules at the same coverage.
+
+    Returns ``(admitted, prediction, confidence, threshold)``: NumPy arrays of the rule's decision, the
+    argmax and the top softmax probability per row, and the threshold used.
+    """
+    import numpy as np
+
+    if (threshold is None) == (count is None):
+        raise ValueError("softmax_threshold: give exactly one of threshold and count")
+    logits = np.asarray(logits, np.float64)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    confidence, prediction = probs.max(axis=1), probs.argmax(axis=1)
+    if count is not None:
+        threshold = float(np.sort(confidence)[::-1][count - 1]) if count else float("inf")
+    return confidence >= threshold, prediction, confidence, threshold

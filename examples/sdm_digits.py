@@ -17,7 +17,7 @@ share of unseen digits that it admits.
 from __future__ import annotations
 
 import numpy as np
-from _common import base_parser, load_digits, plot_curves, progress, save_json, setup
+from _common import base_parser, load_digits, plot_curves, progress, save_json, setup, softmax_threshold
 
 SMOKE_ARGS = "--steps 30 --limit 300 --sdm-epochs 2 --hidden 16 --sdm-hidden 16".split()
 SEEN = 5  # digits 0..SEEN-1 are in distribution
@@ -108,13 +108,14 @@ def main(argv=None) -> dict:
     admitted, prediction = np.asarray(output.admitted), np.asarray(output.prediction)
     unseen_admitted = np.asarray(head.predict(features(classifier, unseen)).admitted)
 
-    softmax = np.asarray(jax.nn.softmax(classifier(jnp.asarray(x_te))))
-    confidence, softmax_prediction = softmax.max(1), softmax.argmax(1)
-    unseen_confidence = np.asarray(jax.nn.softmax(classifier(jnp.asarray(unseen)))).max(1)
     n_admitted = int(admitted.sum())
-    # The threshold that admits the n_admitted most confident test images (ties admitted together).
-    threshold = np.sort(confidence)[::-1][n_admitted - 1] if n_admitted else np.inf
-    softmax_admitted = confidence >= threshold
+    # The softmax threshold that admits the n_admitted most confident test images (same coverage).
+    softmax_admitted, softmax_prediction, confidence, threshold = softmax_threshold(
+        classifier(jnp.asarray(x_te)), count=n_admitted
+    )
+    unseen_softmax_admitted, _, unseen_confidence, _ = softmax_threshold(
+        classifier(jnp.asarray(unseen)), threshold=threshold
+    )
 
     results = {
         "alpha": args.alpha,
@@ -136,7 +137,7 @@ def main(argv=None) -> dict:
             "coverage": float(softmax_admitted.mean()),
             "admitted": int(softmax_admitted.sum()),
             "admitted_accuracy": admitted_accuracy(softmax_admitted, softmax_prediction, y_te),
-            "unseen_admitted_share": float(np.mean(unseen_confidence >= threshold)),
+            "unseen_admitted_share": float(unseen_softmax_admitted.mean()),
         },
     }
     print(f"no-rejection test accuracy on digits 0-{SEEN - 1}: {results['test_accuracy_no_rejection']:.4f}")

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import base_parser, plot_curves, progress, save_json, setup
+from _common import base_parser, plot_curves, progress, save_json, setup, softmax_threshold
 from flax import nnx
 
 from jaxdl.nn.sdm import SDMHead, fit_sdm
@@ -150,7 +150,7 @@ def main(argv=None) -> dict:
         batch_size=50,
     )
 
-    softmax = np.asarray(jax.nn.softmax(classifier(jnp.asarray(x_te))))
+    logits = classifier(jnp.asarray(x_te))
     far = (rng.normal(size=x_te.shape) * 4 * x_te.std()).astype(np.float32)
     shuffled = np.stack([row[rng.permutation(x_te.shape[1])] for row in x_te])
     results = {"alphas": list(ALPHAS), "sdm": [], "softmax": [], "best_epoch": history["best_epoch"]}
@@ -162,18 +162,17 @@ def main(argv=None) -> dict:
         sdm["lower"] = selective_scores(
             np.asarray(output.admitted_lower), np.asarray(output.prediction), y_te, num_classes
         )
-        plain = selective_scores(softmax.max(1) >= alpha, softmax.argmax(1), y_te, num_classes)
+        plain = selective_scores(*softmax_threshold(logits, threshold=alpha)[:2], y_te, num_classes)
         results["sdm"].append(sdm)
         results["softmax"].append(plain)
         if alpha == 0.9:
             for name, inputs in (("far", far), ("shuffled", shuffled)):
                 sdm_admits = np.asarray(head.predict(features(classifier, inputs)).admitted).mean()
-                soft_admits = (
-                    np.asarray(jax.nn.softmax(classifier(jnp.asarray(inputs)))).max(1) >= alpha
-                ).mean()
+                soft_admits = softmax_threshold(classifier(jnp.asarray(inputs)), threshold=alpha)[0].mean()
                 results[f"{name}_admitted_at_0.9"] = {"sdm": float(sdm_admits), "softmax": float(soft_admits)}
 
-    print(f"no-reject accuracy {np.mean(softmax.argmax(1) == y_te):.3f} on {len(y_te)} held-out points")
+    no_reject = np.mean(np.asarray(logits).argmax(1) == y_te)
+    print(f"no-reject accuracy {no_reject:.3f} on {len(y_te)} held-out points")
     print(" alpha | rule         | q'_min | coverage | marginal | min class | min pred | min n | passes")
     for alpha, sdm, plain in zip(ALPHAS, results["sdm"], results["softmax"], strict=True):
         for name, row in (("SDM_HR", sdm), ("SDM_HR lower", sdm["lower"]), ("softmax", plain)):
