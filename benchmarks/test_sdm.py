@@ -15,8 +15,9 @@ The torch peer is the two-line search a PyTorch user writes, with the exemplar n
 
 Routes (``bf16``, where selection dominates): ``lax.top_k`` on the whole row (``levels=0``), one
 level of group minima (``levels=1``), two levels (the default), and ``lax.approx_min_k``. Then: the
-query block (one 4 GB score tile vs the default 1 GiB tiles), 2 GPUs vs 1 (exemplars split once by
-the index), `SDMHead.predict` end to end vs the kNN alone, and the eager `nearest_neighbours`
+query block (one 4 GB score tile vs the default 1 GiB tiles), the ``refine`` margin (float32 without
+it, bf16 with 64), 2 GPUs vs 1 (exemplars split once by the index; the selection split over queries
+or a per-device top-k and a merge), `SDMHead.predict` end to end vs the kNN alone, and the eager `nearest_neighbours`
 (index built per call, compiled once) vs ``index.search``.
 """
 
@@ -189,26 +190,52 @@ def test_one_query_block(benchmark, data, truth, indexes, precision):
     )
 
 
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("refine", [0, 64])
+def test_refine_margin(benchmark, data, truth, indexes, refine, k):
+    """The cost and recall of re-ranking the boundary by accurate distance (float32: 0 vs the default)."""
+    queries, _ = data
+    precision = "float32" if refine == 0 else "bf16"
+    _run(
+        benchmark,
+        lambda: indexes[precision].search(queries, k, refine=refine),
+        group=f"sdm knn k={k}",
+        truth=truth,
+        k=k,
+        peer=(precision, k),
+        precision=precision,
+        route=f"refine={refine}",
+    )
+
+
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
-@pytest.mark.parametrize("query_block", [None, QUERIES])
+@pytest.mark.parametrize("route", ["split", "merge"])
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("precision", ["float32", "bf16"])
-def test_sharded_two_devices(benchmark, data, truth, precision, k, query_block):
-    if query_block is not None and precision == "float32":
-        pytest.skip("one query block: measured at bf16 only")
+def test_sharded_two_devices(benchmark, data, truth, precision, k, route):
+    """2 GPUs: the selection split over queries (the default) or each device's top-k then a merge."""
     queries, exemplars = data
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
     index = build_index(exemplars, compute_dtype=jnp.bfloat16 if precision == "bf16" else None, mesh=mesh)
+    options = {"query_block_size": None, "block_size": None, "approximate": False, "recall_target": 0.95}
     _run(
         benchmark,
-        lambda: index.search(queries, k, query_block_size=query_block),
+        lambda: index_module._search(
+            index,
+            queries,
+            None,
+            k=k,
+            refine=index_module._default_refine(index),
+            sharded_selection=route,
+            **options,
+        ),  # fmt: skip
         group=f"sdm knn k={k} 2 devices",
         truth=truth,
         k=k,
         peer=(precision, k),
         precision=precision,
         devices=2,
-        query_block=query_block,
+        route=route,
     )
 
 

@@ -13,8 +13,13 @@ returned) and the placement of one shard per device. A search then ranks
     s = ||e||^2 - 2 q.e       (per query, the same order as ||q - e||^2 = ||q||^2 + s),
 
 selects the k smallest with the exact two-stage selection of ``_selection.py`` (``lax.top_k``
-sorts whole rows on GPUs), adds ||q||^2 to the k survivors only, and, over a mesh, merges the
-per-device top-k lists. The search is one jitted function per (index layout, shapes, options):
+sorts whole rows on GPUs), adds ||q||^2 to the k survivors only, and re-ranks the candidates around
+the k-th by an accurate distance (``refine``, `_refine.py`), so the float32 exact mode matches a
+float64 brute force. Over a mesh the selection is split over the queries as well as the rows
+(`_search_split`: group minima exchanged by an all-to-all), since a per-device top-k followed by a
+merge leaves every device sorting candidates for every query: on 2 H200s, 1.87-1.89x one GPU at
+float32 and 1.61-1.69x at bf16, against 1.71-1.80x and 1.22-1.24x for the per-device top-k and merge
+(benchmarks/RESULTS.md). The search is one jitted function per (index layout, shapes, options):
 repeated calls compile nothing, eagerly or inside a user's ``jit``.
 """
 
@@ -29,10 +34,14 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxdl.nn.sdm._selection import smallest_k
+from jaxdl.nn.sdm._refine import accurate_sq_distances
+from jaxdl.nn.sdm._selection import _group_size, smallest_k
 
-_TILE_BYTES = 1 << 30
+_TILE_BYTES = 2 << 30
 """Default bound on the float32 score tile of one step (query block x exemplar rows of a device)."""
+
+_REFINE = 16
+"""Boundary candidates re-ranked by accurate distance in the exact float32 mode (see `_refine.py`)."""
 
 
 @functools.partial(
@@ -90,12 +99,20 @@ class ExemplarIndex:
         block_size: int | None = None,
         approximate: bool = False,
         recall_target: float = 0.95,
+        refine: int | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """The k nearest exemplars of each query by squared L2 distance, nearest first.
 
         Exact by default: ties go to the lower exemplar index, as FAISS ``IndexFlatL2`` and a stable
         argsort do. NaN distances (a NaN exemplar) rank last. Compiles once per index layout, query
         shape and options; runs inside ``jit``, ``vmap`` and ``grad`` (no gradient flows into it).
+
+        The float32 search ranks by ||e||^2 - 2 q.e from one GEMM, whose rounding can swap two
+        neighbours that float64 tells apart (at 1M x 1,000 dims, about 2 in 100,000 of the k = 2,048
+        neighbours). ``refine`` re-ranks the candidates around the k-th, positions ``k - refine`` to
+        ``k + refine``, by ||q - e||^2 summed to about 44 bits in float32 (`_refine.py`), so that the
+        set of k neighbours and the order of that window match float64 whenever the float32 error
+        moves no neighbour by more than ``refine`` places; earlier positions keep the float32 order.
 
         Args:
           queries: ``[B, M]`` query vectors.
@@ -104,16 +121,22 @@ class ExemplarIndex:
             row, -1 or any out-of-range index for none): the self-match exclusion of [ACT] §1.2,
             robust to duplicate points.
           query_block_size: queries scored per step (default: as many as keep the float32 score tile
-            under 1 GiB per device). Larger blocks re-read the exemplars fewer times.
+            under 2 GiB per device). Larger blocks re-read the exemplars fewer times.
           block_size: exemplar rows scored per step on each device (default: all of them); smaller
             blocks bound memory by ``query_block_size x block_size`` at the cost of a merge per block.
           approximate: use ``lax.approx_min_k`` (``recall_target``) instead of the exact selection;
             fast on TPUs, where it is an approximate operation; on CPUs and GPUs XLA computes it
             exactly by sorting, at the cost of ``lax.top_k``.
           recall_target: the expected recall of the approximate mode.
+          refine: boundary candidates re-ranked by accurate distance (0: none). Default: 16 when the
+            products are float32 at full precision (the exact mode: on an H200 at 1M x 1,000, recall
+            against float64 0.99998 -> 1.0 for +0.1-0.7% time), else 0. With bfloat16 products, 64
+            re-ranked from the index's float32 vectors gave recall 1.0 there too for +3-8% (0.12-0.18x
+            torch's float32 time); how many a data set needs depends on its bf16 rounding.
 
         Returns:
-          ``(sq_distances [B, k], indices [B, k] int32)``, ascending distance.
+          ``(sq_distances [B, k], indices [B, k] int32)``, ascending distance. On a mesh the exact
+          search returns them sharded over the queries (each device selected its share).
 
         >>> import jax.numpy as jnp
         >>> index = build_index(jnp.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]]))
@@ -123,6 +146,10 @@ class ExemplarIndex:
         """
         queries = jnp.asarray(queries)
         k = _check_search(self, queries, k, exclude, query_block_size, block_size, approximate, recall_target)
+        if refine is None:
+            refine = _default_refine(self)
+        elif isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ValueError(f"nearest_neighbours: refine must be a non-negative int or None, got {refine!r}")
         if queries.shape[0] == 0:
             dtype = jnp.promote_types(jnp.result_type(queries), self.sq_norms.dtype)
             return jnp.zeros((0, k), dtype), jnp.zeros((0, k), jnp.int32)
@@ -137,6 +164,7 @@ class ExemplarIndex:
             block_size=block_size,
             approximate=approximate,
             recall_target=float(recall_target),
+            refine=0 if approximate else refine,
         )
 
 
@@ -276,25 +304,29 @@ def _merge(scores_a, index_a, scores_b, index_b, k):
     )
 
 
+def _scores(vectors, sq_norms, queries, exclude, first, *, precision):
+    """s = ||e||^2 - 2 q.e of ``queries [B, M]`` against ``vectors`` (global rows from ``first``); +inf
+    for NaN and excluded rows."""
+    scaled = (-2 * queries).astype(vectors.dtype)  # exact: a power-of-two scale
+    cross = jnp.dot(scaled, vectors.T, precision=precision, preferred_element_type=sq_norms.dtype)
+    scores = sq_norms[None, :] + cross
+    invalid = jnp.isnan(scores)
+    if exclude is not None:
+        invalid |= (first + jnp.arange(vectors.shape[0], dtype=jnp.int32))[None, :] == exclude[:, None]
+    return jnp.where(invalid, jnp.inf, scores)
+
+
 def _search_local(
     vectors, sq_norms, queries, exclude, offset, *, k, block, precision, approximate, recall_target, levels
 ):
     """The k smallest scores s = ||e||^2 - 2 q.e of one device's rows (global indices from ``offset``)."""
     rows = vectors.shape[0]
-    score_dtype = sq_norms.dtype
-    scaled = (-2 * queries).astype(vectors.dtype)  # exact: a power-of-two scale
 
     def score_rows(start, size):
         part = jax.lax.dynamic_slice_in_dim(vectors, start, size) if size < rows else vectors
         norms = jax.lax.dynamic_slice_in_dim(sq_norms, start, size) if size < rows else sq_norms
-        cross = jnp.dot(scaled, part.T, precision=precision, preferred_element_type=score_dtype)
-        scores = norms[None, :] + cross
-        invalid = jnp.isnan(scores)
-        if exclude is not None:
-            invalid |= (offset + start + jnp.arange(size, dtype=jnp.int32))[None, :] == exclude[:, None]
-        vals, index = _select(
-            jnp.where(invalid, jnp.inf, scores), min(k, size), approximate, recall_target, levels
-        )
+        scores = _scores(part, norms, queries, exclude, offset + start, precision=precision)
+        vals, index = _select(scores, min(k, size), approximate, recall_target, levels)
         return vals, index + offset + start
 
     if block >= rows:
@@ -317,8 +349,111 @@ def _search_local(
     return carry
 
 
+def _split_group_size(rows: int, num_shards: int, k: int) -> int | None:
+    """The first-level group of `_search_split`: `smallest_k`'s choice for all rows, halved until it
+    divides one shard's rows; None when that would shrink it more than 4x (the merge route is used)."""
+    ideal = _group_size(rows * num_shards, k)
+    group = ideal
+    while rows % group:
+        group //= 2
+    return None if ideal > 1 and group < max(2, ideal // 4) else group
+
+
+def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precision, levels):
+    """Inside ``shard_map``: exemplars split over devices, the selection split over queries.
+
+    Each device scores all ``B`` queries against its rows and takes group minima (``group`` rows a
+    group); an all-to-all hands every device the minima of all groups for its ``B / P`` queries, which
+    it selects exactly as `smallest_k` does; the owners of the chosen groups send their entries back
+    (a second all-to-all) and the final ``top_k`` runs on ``B / P`` rows. So all the sorting is split
+    over the devices too, where a per-device top-k followed by a merge sorts ``B`` rows on each.
+    Returns this device's ``B / P`` queries' ``(scores [B / P, k], indices)``.
+    """
+    rows, num = vectors.shape[0], queries.shape[0]
+    num_shards = jax.lax.psum(1, axis)
+    me = jax.lax.axis_index(axis)
+    scores = _scores(vectors, sq_norms, queries, exclude, me * rows, precision=precision)
+    if group == 1:  # the groups are the rows themselves
+        return smallest_k(jax.lax.all_to_all(scores, axis, 0, 1, tiled=True), k, levels)
+    per_shard = rows // group
+    grouped = scores.reshape(num, per_shard, group)
+    # [B / P, P * per_shard]: my queries' minima of every group, in global group (= row) order.
+    minima = jax.lax.all_to_all(jnp.min(grouped, axis=2), axis, 0, 1, tiled=True)
+    _, groups = smallest_k(minima, k, levels - 1)
+    groups = jnp.sort(groups, axis=1)  # index order, so that top_k's ties go to the lower index
+    wanted = jax.lax.all_gather(groups, axis, axis=0, tiled=True) - me * per_shard  # [B, k], local
+    mine = (wanted >= 0) & (wanted < per_shard)
+    entries = jnp.take_along_axis(grouped, jnp.clip(wanted, 0, per_shard - 1)[:, :, None], axis=1)
+    entries = jnp.where(mine[:, :, None], entries, jnp.inf).reshape(num, k * group)
+    # Each chosen group has one owner: the minimum over the P senders is its entries.
+    entries = jax.lax.all_to_all(entries, axis, 0, 0, tiled=True)
+    entries = jnp.min(entries.reshape(num_shards, num // num_shards, k * group), axis=0)
+    neg, position = jax.lax.top_k(-entries, k)
+    index = jnp.take_along_axis(groups, position // group, axis=1) * group + position % group
+    return -neg, index.astype(jnp.int32)
+
+
+def _distances(queries, scores):
+    """||q||^2 + s, clamped at 0 (rounding can make a self-distance slightly negative, as in FAISS)."""
+    out_dtype = jnp.promote_types(queries.dtype, scores.dtype)
+    query_sq = jnp.sum(jnp.square(queries.astype(out_dtype)), axis=1)
+    return jnp.maximum(query_sq[:, None] + scores.astype(out_dtype), 0)
+
+
+def _rerank(dist, found, k, refine, accurate):
+    """Re-ranks the list positions from ``k - refine`` on by ``accurate(ids) -> (hi, lo)``; the first k.
+
+    ``dist, found [B, k + m]`` are ascending by the fast distance; the window's values become the
+    accurate distances (their gradient stays the fast one's). Non-finite fast distances (excluded,
+    NaN or padding rows, empty slots) stay +inf.
+    """
+    first = max(0, k - refine)
+    if refine == 0 or first >= dist.shape[1]:
+        return dist[:, :k], found[:, :k]
+    ids, fast = found[:, first:], dist[:, first:]
+    hi, lo = accurate(ids)
+    usable = jnp.isfinite(fast) & jnp.isfinite(hi)
+    hi, lo = jnp.where(usable, hi, jnp.inf), jnp.where(usable, lo, 0)
+    key = jnp.where(ids < 0, jnp.iinfo(jnp.int32).max, ids)
+    hi, lo, _, ids, fast = jax.lax.sort((hi, lo, key, ids, fast), dimension=1, num_keys=3)
+    take = k - first
+    exact = (hi[:, :take] + lo[:, :take]).astype(dist.dtype)
+    fast = fast[:, :take]
+    refined = jnp.where(jnp.isfinite(hi[:, :take]), exact + (fast - jax.lax.stop_gradient(fast)), jnp.inf)
+    return (
+        jnp.concatenate([dist[:, :first], refined], axis=1),
+        jnp.concatenate([found[:, :first], ids[:, :take]], axis=1),
+    )
+
+
+def _accurate_rows(vectors, queries, ids, first=0):
+    """Accurate (hi, lo) distances to the rows ``ids [B, W]`` of ``vectors`` held from global row
+    ``first``; (0, 0) for rows held elsewhere (a ``psum`` over the holders completes them exactly)."""
+    local = ids - first
+    held = (local >= 0) & (local < vectors.shape[0])
+    hi, lo = accurate_sq_distances(queries, vectors[jnp.clip(local, 0, vectors.shape[0] - 1)])
+    return jnp.where(held, hi, 0), jnp.where(held, lo, 0)
+
+
+def _default_refine(index: ExemplarIndex) -> int:
+    """The ``refine`` margin `ExemplarIndex.search` uses by default: `_REFINE` candidates for float32
+    products at full precision (the exact mode), 0 otherwise (bfloat16 / TF32 products or float64)."""
+    full = index.precision in ("highest", jax.lax.Precision.HIGHEST)
+    return _REFINE if full and index.search_vectors is None and index.vectors.dtype == jnp.float32 else 0
+
+
 @functools.partial(
-    jax.jit, static_argnames=("k", "query_block_size", "block_size", "approximate", "recall_target", "levels")
+    jax.jit,
+    static_argnames=(
+        "k",
+        "query_block_size",
+        "block_size",
+        "approximate",
+        "recall_target",
+        "refine",
+        "levels",
+        "sharded_selection",
+    ),
 )
 def _search(
     index: ExemplarIndex,
@@ -330,21 +465,31 @@ def _search(
     block_size,
     approximate,
     recall_target,
+    refine=0,
     levels=2,
+    sharded_selection="split",
 ):
-    """The jitted search; ``levels`` is the depth of the exact selection's hierarchy (0: ``lax.top_k``)."""
+    """The jitted search. Private knobs for the benchmarks: ``levels``, the depth of the exact
+    selection's hierarchy (0: ``lax.top_k``), and ``sharded_selection`` on a mesh: "split" (the
+    selection split over queries, `_search_split`) or "merge" (each device's top-k, then a merge)."""
     vectors = index.vectors if index.search_vectors is None else index.search_vectors
     num_shards = 1 if index.mesh is None else index.mesh.shape[index.axis_name]
     rows = vectors.shape[0] // num_shards
     block = rows if block_size is None else min(block_size, rows)
+    k_sel = min(k + refine, index.num_exemplars)
     num_queries = queries.shape[0]
     if query_block_size is None:  # equal blocks, each score tile under _TILE_BYTES
         num_blocks = -(-num_queries // max(1, _TILE_BYTES // (4 * block)))
         query_block_size = -(-num_queries // num_blocks)
     query_block_size = min(query_block_size, num_queries)
+    group = None
+    if num_shards > 1 and sharded_selection == "split" and not approximate and block >= rows:
+        group = _split_group_size(rows, num_shards, k_sel)
+    if group is not None:  # the split route takes query blocks of a multiple of the devices
+        query_block_size = -(-query_block_size // num_shards) * num_shards
     search = functools.partial(
         _search_local,
-        k=k,
+        k=k_sel,
         block=block,
         precision=index.precision,
         approximate=approximate,
@@ -355,40 +500,69 @@ def _search(
     if index.mesh is None:
 
         def search_all(q, ex):
-            return search(vectors, index.sq_norms, q, ex, 0)
+            scores, found = search(vectors, index.sq_norms, q, ex, 0)
+            return _rerank(
+                _distances(q, scores), found, k, refine, lambda ids: _accurate_rows(index.vectors, q, ids)
+            )
     else:
         axis = index.axis_name
+        sharded, replicated = PartitionSpec(axis), PartitionSpec()
 
-        def search_sharded(vectors, sq_norms, q, ex):
+        def accurate_sharded(originals, q, ids):
+            return jax.lax.psum(_accurate_rows(originals, q, ids, jax.lax.axis_index(axis) * rows), axis)
+
+        def search_merged(vectors, sq_norms, originals, q, ex):
             scores, found = search(vectors, sq_norms, q, ex, jax.lax.axis_index(axis) * rows)
             scores = jax.lax.all_gather(scores, axis, axis=1, tiled=True)
             found = jax.lax.all_gather(found, axis, axis=1, tiled=True)
-            return _merge_lists(scores, found, k)
+            scores, found = _merge_lists(scores, found, k_sel)
+            return _rerank(
+                _distances(q, scores), found, k, refine, lambda ids: accurate_sharded(originals, q, ids)
+            )
 
-        sharded, replicated = PartitionSpec(axis), PartitionSpec()
+        def search_split(vectors, sq_norms, originals, q, ex):
+            scores, found = _search_split(
+                vectors, sq_norms, q, ex, axis=axis, k=k_sel, group=group, precision=index.precision,
+                levels=levels,
+            )  # fmt: skip
+            mine = scores.shape[0]
+            my_queries = jax.lax.dynamic_slice_in_dim(q, jax.lax.axis_index(axis) * mine, mine)
+
+            def accurate(ids):  # every device completes the rows it holds, for every query
+                every = jax.lax.all_gather(ids, axis, axis=0, tiled=True)
+                first = jax.lax.axis_index(axis) * rows
+                return jax.lax.psum_scatter(
+                    _accurate_rows(originals, q, every, first), axis, scatter_dimension=0, tiled=True
+                )
+
+            return _rerank(_distances(my_queries, scores), found, k, refine, accurate)
+
+        out = sharded if group is not None else replicated
         mapped = jax.shard_map(
-            search_sharded,
+            search_split if group is not None else search_merged,
             mesh=index.mesh,
-            in_specs=(sharded, sharded, replicated, None if exclude is None else replicated),
-            out_specs=(replicated, replicated),
+            in_specs=(sharded, sharded, sharded, replicated, None if exclude is None else replicated),
+            out_specs=(out, out),
             # The merged top-k is identical on every device, but all_gather's result is typed as varying.
             check_vma=False,
         )
+        originals = index.vectors if refine else vectors
 
         def search_all(q, ex):
-            return mapped(vectors, index.sq_norms, q, ex)
+            return mapped(vectors, index.sq_norms, originals, q, ex)
 
+    if query_block_size >= num_queries and num_queries % query_block_size == 0:
+        return search_all(queries, exclude)
+    chunks = _pad_rows(queries, query_block_size)
     if query_block_size >= num_queries:
-        scores, found = search_all(queries, exclude)
+        dist, found = search_all(
+            chunks, None if exclude is None else _pad_rows(exclude, query_block_size, -1)
+        )
+        return dist[:num_queries], found[:num_queries]
+    chunks = chunks.reshape(-1, query_block_size, queries.shape[1])
+    if exclude is None:
+        dist, found = jax.lax.map(lambda q: search_all(q, None), chunks)
     else:
-        chunks = _pad_rows(queries, query_block_size).reshape(-1, query_block_size, queries.shape[1])
-        if exclude is None:
-            scores, found = jax.lax.map(lambda q: search_all(q, None), chunks)
-        else:
-            excluded = _pad_rows(exclude, query_block_size, -1).reshape(-1, query_block_size)
-            scores, found = jax.lax.map(lambda xs: search_all(*xs), (chunks, excluded))
-        scores, found = scores.reshape(-1, k)[:num_queries], found.reshape(-1, k)[:num_queries]
-    out_dtype = jnp.promote_types(queries.dtype, scores.dtype)
-    query_sq = jnp.sum(jnp.square(queries.astype(out_dtype)), axis=1)
-    # Rounding can make a self-distance slightly negative; FAISS users clamp it the same way.
-    return jnp.maximum(query_sq[:, None] + scores.astype(out_dtype), 0), found
+        excluded = _pad_rows(exclude, query_block_size, -1).reshape(-1, query_block_size)
+        dist, found = jax.lax.map(lambda xs: search_all(*xs), (chunks, excluded))
+    return dist.reshape(-1, k)[:num_queries], found.reshape(-1, k)[:num_queries]

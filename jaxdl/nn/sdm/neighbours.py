@@ -28,6 +28,7 @@ def nearest_neighbours(
     axis_name: str | None = None,
     approximate: bool = False,
     recall_target: float = 0.95,
+    refine: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Exact k nearest exemplars of each query by squared L2 distance, nearest first.
 
@@ -45,7 +46,7 @@ def nearest_neighbours(
       exclude: optional ``[B]`` int exemplar index to skip for each query (a training point's own row,
         -1 for none): the self-match exclusion of §1.2, robust to duplicate points.
       block_size: exemplar rows scored per step and device (``None``: all of them at once).
-      query_block_size: queries scored per step (``None``: a float32 score tile of at most 1 GiB).
+      query_block_size: queries scored per step (``None``: a float32 score tile of at most 2 GiB per device).
       compute_dtype: dtype of the ``queries @ exemplars.T`` product (e.g. ``jnp.bfloat16``); the
         product is accumulated and the norms computed in float32 or wider.
       precision: matmul precision of the product; "highest" keeps float32 exact on GPU/TPU.
@@ -53,6 +54,8 @@ def nearest_neighbours(
       axis_name: mesh axis to shard the exemplars over (default: the mesh's only axis).
       approximate: select with ``lax.approx_min_k`` instead of exactly (see `ExemplarIndex.search`).
       recall_target: the approximate mode's expected recall.
+      refine: candidates around the k-th re-ranked by an accurate distance (default: 16 for exact
+        float32 products, so that the result matches float64; see `ExemplarIndex.search`).
 
     Returns:
       ``(sq_distances [B, k], indices [B, k] int32)``, ascending distance; ties keep the lower index.
@@ -93,4 +96,5 @@ def nearest_neighbours(
         query_block_size=query_block_size,
         approximate=approximate,
         recall_target=recall_target,
+        refine=refine,
     )

@@ -89,6 +89,12 @@ ERRORS = [
         ValueError,
         "block_size must be a positive int",
     ),
+    (
+        "nearest_neighbours refine=-1",
+        lambda: nearest_neighbours(QUERIES, EXEMPLARS, 3, refine=-1),
+        ValueError,
+        "refine must be a non-negative int",
+    ),
     ("SDMHead(8, 1) one class", lambda: _head(num_classes=1), ValueError, "num_classes must be an int >= 2"),
     ("SDMHead(8, 3, k=0)", lambda: _head(k=0), ValueError, "k must be an int >= 1"),
     (

@@ -7,7 +7,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdl.nn.sdm import build_index, nearest_neighbours
+from jaxdl.nn.sdm._refine import accurate_sq_distances
 from jaxdl.nn.sdm._selection import smallest_k
+from jaxdl.nn.sdm.index import _split_group_size
 from tests.reference import sdm as ref
 
 
@@ -190,3 +192,47 @@ def test_no_gradient_flows_through_the_search(index, points):
     _, idx = index.search(queries, 3)
     expected = 2 * (3 * queries - np.asarray(index.vectors)[np.asarray(idx)].sum(1))
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_accurate_distances_match_float64_where_float32_cancels():
+    """||q - e||^2 far below ||q||^2: the float32 expansion loses every digit, the double-float sum none."""
+    rng = np.random.default_rng(4)
+    queries = (1e3 + rng.normal(size=(4, 300))).astype(np.float32)
+    rows = (queries[:, None, :] + rng.normal(size=(4, 5, 300)) * np.logspace(-5, 0, 5)[:, None]).astype(
+        np.float32
+    )
+    hi, lo = jax.jit(accurate_sq_distances)(queries, rows)
+    expected = ((queries[:, None, :].astype(np.float64) - rows) ** 2).sum(-1)
+    got = np.asarray(hi, np.float64) + np.asarray(lo, np.float64)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_refine_restores_the_float64_order():
+    """Exemplars 1e3 from the origin, 1e-2 apart: the GEMM scores ||e||^2 - 2 q.e round at ~0.06."""
+    rng = np.random.default_rng(5)
+    centre = np.full(8, 1e3)
+    exemplars = (centre + rng.normal(size=(60, 8)) * 1e-2).astype(np.float32)
+    queries = (centre + rng.normal(size=(3, 8)) * 1e-2).astype(np.float32)
+    exclude = np.array([-1, 4, 59])
+    expected_dist, expected_idx = ref.knn(queries, exemplars, 6, exclude=exclude)
+    index = build_index(exemplars)
+    _, unrefined = index.search(queries, 6, exclude=exclude, refine=0)
+    assert not np.array_equal(unrefined, expected_idx)  # float32 alone gets this case wrong
+    dist, idx = index.search(queries, 6, exclude=exclude, refine=59)  # window: the whole list
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_allclose(dist, expected_dist, rtol=1e-6)
+
+
+def test_split_selection_over_eight_devices_with_ties(mesh):
+    """9,216 integer points (ties everywhere) on 8 devices: the group-minimum route with its two
+    all-to-alls (`_search_split`, groups of 16 rows), against NumPy."""
+    rng = np.random.default_rng(6)
+    exemplars = rng.integers(-5, 6, size=(9216, 3)).astype(np.float32)
+    exemplars[100] = exemplars[5000]  # duplicates on different devices
+    queries = rng.integers(-5, 6, size=(5, 3)).astype(np.float32)
+    exclude = np.array([5000, -1, 3, 9215, 100])
+    assert _split_group_size(1152, 8, 20 + 16) == 16
+    expected_dist, expected_idx = ref.knn(queries, exemplars, 20, exclude=exclude)
+    dist, idx = build_index(exemplars, mesh=mesh).search(queries, 20, exclude=exclude)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_array_equal(dist, expected_dist)

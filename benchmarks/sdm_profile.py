@@ -1,0 +1,197 @@
+"""Where the time of the SDM kNN goes, on 1 and 2 GPUs, in one process (issue #17).
+
+    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small]
+
+Times (median of 5, after a first call whose time includes compilation), against the same arrays:
+the bf16 GEMM alone and with the scores written out (the floors); the search on one GPU over all 1M
+exemplars and over half of them (what each of 2 devices must do at best); on 2 GPUs the per-device
+top-k + merge route and the split route (selection split over queries); the merge alone; the
+``refine`` margin's cost and recall at float32 and bf16; the accurate distance's error against
+float64; torch ``mm`` + ``topk`` as the peer. Prints one ``ROW`` line per measurement.
+"""
+
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl.nn.sdm import build_index
+from jaxdl.nn.sdm import index as index_module
+from jaxdl.nn.sdm._refine import accurate_sq_distances
+
+SMALL = "--small" in sys.argv
+N, M, B = (40_000, 64, 64) if SMALL else (1_000_000, 1000, 1024)
+KS = (16, 128) if SMALL else (128, 2048)
+RECALL_QUERIES = 16 if SMALL else 64
+
+
+def timed(name, fn, rounds=5, **info):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    median = float(np.median(times)) * 1e3
+    extra = " ".join(f"{k}={v}" for k, v in info.items())
+    print(f"ROW {name:44s} median={median:8.3f}ms first={first:6.2f}s {extra}", flush=True)
+    return median, out
+
+
+def recall(found, truth, k):
+    found = np.asarray(found)[:RECALL_QUERIES, :k]
+    return float(np.mean([len(np.intersect1d(f, t[:k])) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def search(index, queries, k, **options):
+    defaults = dict(query_block_size=None, block_size=None, approximate=False, recall_target=0.95)
+    defaults.update(options)
+    return lambda: index_module._search(index, queries, None, k=k, **defaults)
+
+
+def main():
+    print(jax.devices(), jax.__version__, flush=True)
+    key_e, key_q = jax.random.split(jax.random.key(0))
+    exemplars = jax.random.normal(key_e, (N, M), jnp.float32)
+    queries = jax.random.normal(key_q, (B, M), jnp.float32)
+    q64 = np.asarray(queries[:RECALL_QUERIES], np.float64)
+    try:
+        import torch
+
+        e = torch.from_dlpack(exemplars).double()
+        qt = torch.from_numpy(q64).to(e.device)
+        dist = (qt * qt).sum(1)[:, None] - 2 * qt @ e.T + (e * e).sum(1)[None, :]
+        truth = dist.topk(max(KS) + 1, largest=False).indices.cpu().numpy()
+        del e, dist
+        torch.cuda.empty_cache()
+    except Exception as err:  # CPU smoke run
+        print("torch truth unavailable:", err)
+        torch = None
+        e = np.asarray(exemplars, np.float64)
+        dist = (q64 * q64).sum(1)[:, None] - 2 * q64 @ e.T + (e * e).sum(1)[None, :]
+        truth = np.argsort(dist, axis=1, kind="stable")[:, : max(KS) + 1]
+
+    # Accuracy of the double-float distance on this device, against float64.
+    rows = exemplars[jnp.asarray(truth[:, :64])]
+    hi, lo = jax.jit(accurate_sq_distances)(queries[:RECALL_QUERIES], rows)
+    ref = ((q64[:, None, :] - np.asarray(rows, np.float64)) ** 2).sum(-1)
+    acc = np.asarray(hi, np.float64) + np.asarray(lo, np.float64)
+    fast = np.asarray(jnp.sum(jnp.square(queries[:RECALL_QUERIES, None, :] - rows), -1), np.float64)
+    print(f"ROW accurate distance max rel err {np.max(np.abs(acc - ref) / ref):.3e} (plain f32 "
+          f"{np.max(np.abs(fast - ref) / ref):.3e})", flush=True)  # fmt: skip
+
+    bf16 = build_index(exemplars, compute_dtype=jnp.bfloat16)
+    f32 = build_index(exemplars)
+    tf32 = build_index(exemplars, precision=None)
+
+    def gemm(q, vectors):
+        return jnp.dot(q.astype(jnp.bfloat16), vectors.T, preferred_element_type=jnp.float32)
+
+    floor = jax.jit(lambda q, v: gemm(q, v).min(1))
+    scores = jax.jit(lambda q, v, norms: norms + gemm(q, v))
+    timed("gemm bf16 (row minimum fused)", lambda: floor(queries, bf16.search_vectors))
+    timed("gemm bf16 + 4 GB of scores written", lambda: scores(queries, bf16.search_vectors, bf16.sq_norms))
+
+    def row(name, index, k, **options):
+        try:
+            _, out = timed(name, search(index, queries, k, **options))
+            print(f"    recall {recall(out[1], truth, k)}", flush=True)
+        except Exception as err:  # keep the other rows
+            print(f"ROW {name} FAILED {type(err).__name__}: {str(err)[:300]}", flush=True)
+
+    merge = jax.jit(index_module._merge_lists, static_argnums=2)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",)) if jax.device_count() >= 2 else None
+    old_tile = -(-B // -(-B // max(1, (1 << 30) // (4 * N))))  # the 1 GiB tiles of the last commit
+    for k in KS:
+        row(f"1gpu bf16 k={k}", bf16, k)
+        row(f"1gpu bf16 k={k} 1GiB tiles", bf16, k, query_block_size=old_tile)
+        if mesh is not None:
+            bf16_2 = build_index(exemplars, compute_dtype=jnp.bfloat16, mesh=mesh)
+            row(f"2gpu bf16 k={k} split", bf16_2, k)
+            row(f"2gpu bf16 k={k} split 1GiB tiles", bf16_2, k, query_block_size=2 * old_tile)
+            row(f"2gpu bf16 k={k} merge", bf16_2, k, sharded_selection="merge")
+            del bf16_2
+        row(f"1gpu bf16 half-N k={k}", build_index(exemplars[: N // 2], compute_dtype=jnp.bfloat16), k)
+        row(f"1gpu f32 k={k} refine=16", f32, k, refine=16)
+        row(f"1gpu f32 k={k} refine=0", f32, k, refine=0)
+        if mesh is not None:
+            f32_2 = build_index(exemplars, mesh=mesh)
+            row(f"2gpu f32 k={k} split refine=16", f32_2, k, refine=16)
+            row(f"2gpu f32 k={k} merge refine=16", f32_2, k, refine=16, sharded_selection="merge")
+            del f32_2
+        row(f"1gpu tf32 k={k}", tf32, k)
+        for margin in (64, 256) if k == max(KS) else (64,):
+            row(f"1gpu bf16 k={k} refine={margin}", bf16, k, refine=margin)
+        merged = jnp.sort(jax.random.normal(key_q, (B, 2 * k)), axis=1)
+        ids = jnp.broadcast_to(jnp.arange(2 * k, dtype=jnp.int32), (B, 2 * k))
+        timed(f"merge alone [B, 2k] k={k}", lambda m=merged, i=ids, k=k: merge(m, i, k))
+
+    predict_rows(exemplars, f32, max(KS))
+
+    if torch is not None:
+        q = torch.from_dlpack(queries)
+        e = torch.from_dlpack(exemplars)
+        e_sq = (e * e).sum(1)
+        for precision in ("bf16", "float32", "tf32"):
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+            qq, ee = (q.bfloat16(), e.bfloat16()) if precision == "bf16" else (q, e)
+            for k in KS:
+
+                def peer(qq=qq, ee=ee, k=k):
+                    with torch.no_grad():
+                        d = (q * q).sum(1)[:, None] - 2 * (qq @ ee.T) + e_sq[None, :]
+                        r = d.topk(k, largest=False)
+                    torch.cuda.synchronize()
+                    return r
+
+                peer()
+                times = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    peer()
+                    times.append(time.perf_counter() - start)
+                print(f"ROW torch {precision} k={k} median={np.median(times) * 1e3:.3f}ms", flush=True)
+
+
+def predict_rows(exemplars, index, k):
+    """`SDMHead.predict` (adaptor 4,096 -> M -> 2, kNN, q, d, q', both rules) vs the kNN alone."""
+    from flax import nnx
+
+    from jaxdl.nn.sdm import SDMHead, calibrate_thresholds, class_ecdf
+    from jaxdl.nn.sdm.estimator import CalibrationPoints, ExemplarMemory, SDMState
+
+    classes = 2
+    head = SDMHead(4096, classes, hidden=M, k=k, rngs=nnx.Rngs(0))
+    key_l, key_p, key_c, key_x = jax.random.split(jax.random.key(1), 4)
+    labels = jax.random.randint(key_l, (N,), 0, classes).astype(jnp.int32)
+    predictions = jnp.where(jax.random.uniform(key_p, (N,)) < 0.95, labels, (labels + 1) % classes)
+    cal_labels = labels[:20_000]
+    cal_q_prime = jax.random.uniform(key_c, (cal_labels.shape[0],), minval=0, maxval=100)
+    cal_probs = jax.nn.one_hot(cal_labels, classes) * 0.9 + 0.1 / classes
+    head.state.set_value(
+        SDMState(
+            memory=ExemplarMemory(index, labels, predictions.astype(jnp.int32)),
+            distance_ecdf=class_ecdf(cal_q_prime, cal_labels, classes),
+            calibration_points=CalibrationPoints(cal_probs, cal_q_prime, cal_labels),
+            calibration=calibrate_thresholds(cal_probs, cal_q_prime, cal_labels, 0.9),
+        )
+    )
+    x = jax.random.normal(key_x, (B, 4096), jnp.float32)
+    for precision in ("float32", "bf16"):
+        if precision == "bf16":
+            head.index_exemplars(compute_dtype=jnp.bfloat16)
+        searched = head.state.get_value().memory.vectors
+        vectors = head(x)[1]
+        alone, _ = timed(
+            f"knn alone for predict {precision} k={k}", lambda s=searched, v=vectors: s.search(v, k)
+        )
+        whole, _ = timed(f"SDMHead.predict {precision} k={k}", lambda: head.predict(x))
+        print(f"ROW predict / knn alone {precision}: {whole / alone:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
