@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxdl.optim._checks import check_adam, check_leaves, check_nonnegative, checked_mask, with_input_checks
+from jaxdl.optim._defaults import DIFFGRAD
 
 
 class ScaleByDiffGradState(NamedTuple):
@@ -63,9 +64,9 @@ def _diffgrad_leaf(g, m, v, g_prev, *, b1, b2, eps, step_size, mu_dtype):
 
 
 def scale_by_diffgrad(
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
+    b1: jax.typing.ArrayLike = DIFFGRAD.b1,
+    b2: jax.typing.ArrayLike = DIFFGRAD.b2,
+    eps: jax.typing.ArrayLike = DIFFGRAD.eps,
     mu_dtype: Any = None,
 ) -> optax.GradientTransformation:
     """Rescale updates by the diffGrad rule (Dubey et al. 2020, eq. 20, without the learning rate).
@@ -129,10 +130,10 @@ def scale_by_diffgrad(
 
 def diffgrad(
     learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
+    b1: jax.typing.ArrayLike = DIFFGRAD.b1,
+    b2: jax.typing.ArrayLike = DIFFGRAD.b2,
+    eps: jax.typing.ArrayLike = DIFFGRAD.eps,
+    weight_decay: optax.ScalarOrSchedule = DIFFGRAD.weight_decay,
     weight_decay_mask: Any = None,
     mu_dtype: Any = None,
     *,

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxdl.optim._checks import check_adam, check_nonnegative, check_positive, checked_mask, with_input_checks
+from jaxdl.optim._defaults import LAMB
 from jaxdl.optim._grouping import row_axes, same_shape_groups, stack
 
 
@@ -77,11 +78,11 @@ def _scale_by_trust_ratio() -> optax.GradientTransformation:
 
 def lamb(
     learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-6,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
+    b1: jax.typing.ArrayLike = LAMB.b1,
+    b2: jax.typing.ArrayLike = LAMB.b2,
+    eps: jax.typing.ArrayLike = LAMB.eps,
+    eps_root: jax.typing.ArrayLike = LAMB.eps_root,
+    weight_decay: optax.ScalarOrSchedule = LAMB.weight_decay,
     weight_decay_mask: Any = None,
     trust_ratio_mask: Any = None,
     max_grad_norm: jax.typing.ArrayLike | None = None,

@@ -29,6 +29,7 @@ from jaxdl.optim._checks import (
     with_input_checks,
 )
 from jaxdl.optim._compensated import Projection, projection, residual
+from jaxdl.optim._defaults import ADAMW
 from jaxdl.optim._grouping import same_shape_groups, stack
 
 # Guards 0/0 for all-zero weights or gradients; representable in float32 and bfloat16, and the
@@ -123,12 +124,12 @@ def perpgrad(renormalize: bool = True) -> optax.GradientTransformation:
 
 def perp_adamw(
     learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
+    b1: jax.typing.ArrayLike = ADAMW.b1,
+    b2: jax.typing.ArrayLike = ADAMW.b2,
+    eps: jax.typing.ArrayLike = ADAMW.eps,
+    eps_root: jax.typing.ArrayLike = ADAMW.eps_root,
     mu_dtype: Any = None,
-    weight_decay: optax.ScalarOrSchedule = 1e-4,
+    weight_decay: optax.ScalarOrSchedule = ADAMW.weight_decay,
     mask: Any = None,
     *,
     nesterov: bool = False,
