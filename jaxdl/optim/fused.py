@@ -280,6 +280,14 @@ def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers
     return new_leaves, new_buffers
 
 
+def _kernels_run_here() -> bool:
+    """Whether `kernel="pallas"` runs Pallas kernels here (a GPU, or the tests' interpreter);
+    elsewhere the step takes the XLA path."""
+    from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
+
+    return _pallas._use_kernel()
+
+
 def _fused(
     n_buffers: int,
     buffer_dtypes: Callable[[Any], tuple],
@@ -325,7 +333,7 @@ def _fused(
                 f"state was made for a different params layout ({len(state.buffers)} buckets, "
                 f"these params give {len(buckets)}): call init(params) again"
             )
-        if pass_ is not None and kernel == "pallas":
+        if pass_ is not None and kernel == "pallas" and _kernels_run_here():
             new_leaves, new_buffers = _with_pallas(
                 pass_, state.count, p_leaves, g_leaves, buckets, state.buffers
             )
