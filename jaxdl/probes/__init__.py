@@ -52,7 +52,14 @@ from jaxdl.probes.ntk_limits import (
     ntk_predict_mse,
     ntk_spectrum,
 )
-from jaxdl.probes.training_monitor import MonitorRecord, TrainingMonitor, training_monitor
+from jaxdl.probes.training_monitor import (
+    MonitoredSteps,
+    MonitorRecord,
+    MonitorState,
+    TrainingMonitor,
+    monitored_steps,
+    training_monitor,
+)
 
 __all__ = [
     "GGN",
@@ -64,6 +71,8 @@ __all__ = [
     "LanczosResult",
     "LearningRates",
     "MonitorRecord",
+    "MonitorState",
+    "MonitoredSteps",
     "MsePrediction",
     "SpectralDensity",
     "Spectrum",
@@ -83,6 +92,7 @@ __all__ = [
     "hessian_trace",
     "hvp",
     "lr_from_spectrum",
+    "monitored_steps",
     "ntk_fn_from_linen",
     "ntk_fn_from_nnx",
     "ntk_predict_mse",

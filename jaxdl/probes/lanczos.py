@@ -9,9 +9,13 @@ Gram-Schmidt-orthogonalised twice against the whole basis, as in PyHessian and i
 stochastic Lanczos quadrature of Ghorbani, Krishnan & Xiao (ICML 2019). The loop is a
 ``lax.while_loop`` (compile time independent of the number of steps), the basis a pytree
 block, and a breakdown (an invariant subspace found, ``beta = 0``) restarts from a random
-vector orthogonal to the basis, leaving ``T`` block diagonal. The restart direction comes
-from an integer hash rather than a PRNG: it only has to be generic, and threefry inside
-the loop body would double the compile time.
+vector orthogonal to the basis, leaving ``T`` block diagonal. The restart is chosen by a
+``select``, not a ``lax.cond``, and with ``tol = 0`` the loop is a ``fori_loop`` with a static
+trip count: XLA's GPU runtime reads the predicate of a conditional or of a data-dependent
+while loop back on the host, which stalled every step (measured on an H200: 20 steps with a
+trivial operator took 7.4 ms with both, 4.1 ms without). The restart direction comes from an
+integer hash rather than a PRNG: it only has to be generic, and threefry inside the loop body
+would double the compile time.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ import jax.numpy as jnp
 
 from jaxdl.probes import _operators as ops
 
-__all__ = ["LanczosResult", "RitzPairs", "lanczos", "ritz_pairs", "ritz_vectors", "tridiagonal"]
+__all__ = [
+    "LanczosResult",
+    "RitzPairs",
+    "lanczos",
+    "largest_ritz_pair",
+    "ritz_pairs",
+    "ritz_vectors",
+    "tridiagonal",
+]
 
 _WHICH = ("algebraic", "magnitude", "smallest")
 
@@ -170,43 +182,47 @@ def lanczos(
     alphas = jnp.zeros((m,), dtype)
     betas = jnp.zeros((m,), dtype)
 
-    def restart_vector(j, basis):
-        z = _hash_vector(v0, j)
-        z = ops.project_out(basis, z)
-        return ops.tree_scale(1.0 / ops.tree_norm(z), z)
-
-    def step(state):
-        j, basis, alphas, betas, anorm, _ = state
+    def step(j, state):
+        basis, alphas, betas, anorm, _ = state
         v = ops.block_get(basis, j)
         w = matvec(v)
         alpha = ops.tree_vdot(w, v)
-        w = ops.tree_axpy(-alpha, v, w)
-        w = ops.project_out(basis, w)
+        w = ops.project_out(basis, ops.tree_axpy(-alpha, v, w), passes=1)
+        anorm = jnp.maximum(anorm, jnp.abs(alpha) + ops.tree_norm(w))
+        # A breakdown (w in the span of the basis) restarts from a hashed direction. The choice is
+        # a select, not a lax.cond: XLA's GPU conditional copies its predicate to the host, which
+        # would stall every step. The second Gram-Schmidt pass ("twice is enough") then serves both
+        # the residual and the restart vector (one pass suffices for a generic vector).
+        breakdown = ops.tree_norm(w) <= m * eps * anorm
+        w = jax.tree.map(lambda r, z: jnp.where(breakdown, z, r), w, _hash_vector(v0, j))
+        w = ops.project_out(basis, w, passes=1)
         beta = ops.tree_norm(w)
-        anorm = jnp.maximum(anorm, jnp.abs(alpha) + beta)
-        breakdown = beta <= eps * anorm
-        w = jax.lax.cond(
-            breakdown,
-            lambda: restart_vector(j, basis),
-            lambda: ops.tree_scale(1.0 / jnp.where(breakdown, 1.0, beta), w),
-        )
-        beta = jnp.where(breakdown, 0.0, beta)
+        w = ops.tree_scale(1.0 / jnp.where(beta > 0, beta, 1.0), w)
         alphas = alphas.at[j].set(alpha)
-        betas = betas.at[j].set(beta)
+        betas = betas.at[j].set(jnp.where(breakdown, 0.0, beta))
         basis = ops.block_set(basis, j + 1, w)
         if tol > 0:
             pairs = ritz_pairs(alphas, betas, j + 1, k, which)
             converged = jnp.all(pairs.residuals <= tol * jnp.maximum(jnp.abs(pairs.values), eps))
         else:
             converged = jnp.array(False)
-        return j + 1, basis, alphas, betas, anorm, converged
+        return basis, alphas, betas, anorm, converged
 
-    def keep_going(state):
-        j, *_, converged = state
-        return (j < m) & ~converged
+    init = (basis, alphas, betas, jnp.array(0.0, dtype), jnp.array(False))
+    if tol > 0:  # a data-dependent stop: a while loop
 
-    init = (jnp.array(0, jnp.int32), basis, alphas, betas, jnp.array(0.0, dtype), jnp.array(False))
-    j, basis, alphas, betas, _, _ = jax.lax.while_loop(keep_going, step, init)
+        def keep_going(state):
+            j, *_, converged = state
+            return (j < m) & ~converged
+
+        j, basis, alphas, betas, _, _ = jax.lax.while_loop(
+            keep_going,
+            lambda state: (state[0] + 1, *step(state[0], state[1:])),
+            (jnp.array(0, jnp.int32), *init),
+        )
+    else:  # a static trip count: XLA runs the loop without reading a predicate back on the host
+        basis, alphas, betas, _, _ = jax.lax.fori_loop(0, m, step, init)
+        j = jnp.array(m, jnp.int32)
     return LanczosResult(alphas, betas, basis, j)
 
 
@@ -238,3 +254,47 @@ def _hash_vector(like: ops.PyTree, seed: jax.Array) -> ops.PyTree:
         out.append((h.astype(jnp.float32) / 2.0**32 - 0.5).astype(jnp.result_type(x)))
         offset += int(jnp.size(x))
     return jax.tree.unflatten(treedef, out)
+
+
+def largest_ritz_pair(
+    alphas: jax.Array, betas: jax.Array, *, squarings: int = 12
+) -> tuple[jax.Array, jax.Array]:
+    """The largest eigenvalue of the tridiagonal ``T`` (all ``m`` steps) and its unit eigenvector.
+
+    Power iteration by repeated squaring: with ``lo`` below the Gershgorin discs, ``B = T - lo I``
+    is positive semi-definite with the same eigenvectors, and ``squarings`` normalised squarings
+    give ``B^(2^squarings)``, whose largest column is the top eigenvector up to a factor
+    ``((lambda_2 - lo) / (lambda_1 - lo))^(2^squarings)``; its Rayleigh quotient is
+    ``lambda_max`` with the square of that error (a tight cluster at the top leaves the vector
+    inside the cluster and the value exact to rounding). A dozen ``m x m`` matrix products at
+    ``Precision.HIGHEST``: no LAPACK/cuSOLVER call, which on a GPU costs 0.4 ms of latency even
+    for a 20 x 20 ``eigh`` (measured on an H200), and no data-dependent loop.
+
+    Args:
+      alphas, betas: ``(m,)`` from :func:`lanczos` (``betas[: m - 1]`` is the off-diagonal).
+      squarings: number of squarings (static).
+
+    Returns:
+      ``(lambda_max, s)``: a scalar and the ``(m,)`` eigenvector (coordinates in the Lanczos basis).
+
+    >>> value, vector = largest_ritz_pair(jnp.array([2.0, 2.0]), jnp.array([1.0, 0.0]))  # [[2, 1], [1, 2]]
+    >>> round(float(value), 5), [round(abs(x), 4) for x in vector.tolist()]
+    (3.0, [0.7071, 0.7071])
+    """
+    m = alphas.shape[0]
+    t = tridiagonal(alphas, betas)
+    radius = jnp.sum(jnp.abs(t), axis=1) - jnp.abs(alphas)
+    scale = jnp.max(jnp.abs(alphas) + radius)
+    lo = jnp.min(alphas - radius) - jnp.finfo(t.dtype).eps * scale
+    eye = jnp.eye(m, dtype=t.dtype)
+    power = jnp.where(scale > 0, (t - lo * eye) / jnp.where(scale > 0, scale, 1.0), eye)  # T = 0: any vector
+    for _ in range(squarings):
+        power = jnp.matmul(power, power, precision=jax.lax.Precision.HIGHEST)
+        power = power / jnp.maximum(jnp.max(jnp.abs(power)), jnp.finfo(t.dtype).tiny)
+    norms = jnp.sum(power**2, axis=0)
+    s = power[:, jnp.argmax(norms)]
+    s = s / jnp.linalg.norm(s)
+    value = jnp.dot(
+        s, jnp.matmul(t, s, precision=jax.lax.Precision.HIGHEST), precision=jax.lax.Precision.HIGHEST
+    )
+    return value, s

@@ -136,3 +136,24 @@ def test_bad_arguments():
         lz.lanczos(lambda v: v, {"w": jnp.ones(3)}, 2, which="largest")
     with pytest.raises(TypeError, match="floating-point"):
         lz.lanczos(lambda v: v, {"w": jnp.ones(3, jnp.int32)}, 2)
+
+
+def test_largest_ritz_pair_matches_numpy_eigh(x64, rng):
+    """Random tridiagonals (one split by a zero beta, a tight top cluster, m = 1) against LAPACK."""
+    pair = jax.jit(lz.largest_ritz_pair)
+    cases = []
+    for m in (1, 20):
+        alphas, betas = rng.normal(size=m), np.abs(rng.normal(size=m))
+        betas[m // 2] = 0.0  # a breakdown: T block diagonal
+        cases.append((alphas, betas))
+    cases.append((np.array([1.0, 5.0, 5.0 + 1e-7, -3.0]), np.zeros(4)))  # top gap 1e-7
+    for alphas, betas in cases:
+        t = np.asarray(lz.tridiagonal(jnp.asarray(alphas), jnp.asarray(betas)))
+        values, vectors = np.linalg.eigh(t)
+        value, vector = pair(jnp.asarray(alphas), jnp.asarray(betas))
+        np.testing.assert_allclose(value, values[-1], rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(np.linalg.norm(vector), 1.0, rtol=1e-13)
+        # an eigenvector of the top eigenvalue (inside the cluster when the gap is below rounding)
+        np.testing.assert_allclose(t @ vector, values[-1] * vector, atol=1e-6 * np.abs(values).max())
+    value, vector = pair(jnp.zeros(4), jnp.zeros(4))  # T = 0: eigenvalue 0, any unit vector
+    assert float(value) == 0.0 and float(jnp.linalg.norm(vector)) == 1.0

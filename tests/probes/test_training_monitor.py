@@ -9,7 +9,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from jaxdl.parallel import create_train_state, data_mesh, data_parallel, replicate, shard_batch, train_step
-from jaxdl.probes import MonitorRecord, training_monitor
+from jaxdl.probes import MonitorRecord, MonitorState, monitored_steps, training_monitor
 from tests.probes._compiles import compiles
 from tests.reference import hessian as ref
 
@@ -155,6 +155,71 @@ def test_same_record_on_eight_devices_as_on_one_with_an_nnx_model(mesh):
     for multi, single in zip(*results, strict=True):
         for name, a, b in zip(MonitorRecord._fields, multi, single, strict=True):
             np.testing.assert_allclose(a, b, rtol=2e-4, err_msg=name)
+
+
+def test_warm_start_converges_to_dense_eigvalsh(x64):
+    """Four Lanczos steps per record, each started from the last Ritz vector: restarted Lanczos."""
+    params, batch = make(jnp.float64)
+    flat, unravel = ravel_pytree(params)
+    eigenvalues, vectors = np.linalg.eigh(
+        np.asarray(jax.jit(jax.hessian(lambda f: loss(unravel(f), batch)))(flat))
+    )
+    monitor = training_monitor(loss, learning_rate=0.1, num_iters=4)
+    warm = jax.jit(lambda p, k, state: monitor.compute(p, batch, k, state=state))
+    state = monitor.init(params)
+    assert isinstance(state, MonitorState) and not np.any(ravel_pytree(state.vector)[0])
+    for i in range(30):
+        record, state = warm(params, jax.random.key(i), state)
+        if i == 0:
+            first = float(record.sharpness)  # 4 steps from a random start
+    np.testing.assert_allclose(record.sharpness, eigenvalues[-1], rtol=1e-10)
+    top = np.asarray(ravel_pytree(state.vector)[0])
+    np.testing.assert_allclose(abs(top @ vectors[:, -1]), 1.0, rtol=1e-8)  # the top eigenvector
+    np.testing.assert_allclose(np.linalg.norm(top), 1.0, rtol=1e-12)
+    assert abs(first - eigenvalues[-1]) > 1e-3 * eigenvalues[-1]  # the warm start is what converges
+
+
+def test_monitored_steps_match_the_step_by_step_loop_and_compile_once():
+    params, batch = make(jnp.float32)
+    tx = optax.sgd(0.1)
+    monitor = training_monitor(loss, learning_rate=0.1, every=3, num_iters=5, num_samples=4)
+
+    def train_step(carry, b):
+        p, opt_state = carry
+        value, grads = jax.value_and_grad(loss)(p, b)
+        updates, opt_state = tx.update(grads, opt_state)
+        return (optax.apply_updates(p, updates), opt_state), value
+
+    run = monitored_steps(train_step, monitor, lambda carry: carry[0])
+    jitted = jax.jit(run)
+    batches = jax.tree.map(lambda x: jnp.stack([x] * 3), batch)  # 3 steps per chunk
+    carry, state, key = (params, tx.init(params)), monitor.init(params), jax.random.key(3)
+    out = jitted(carry, batches, key, step=0, state=state)
+    with compiles() as events:
+        again = jitted(out.carry, batches, key, step=3, state=out.state)
+    assert not events  # the second chunk reuses the program
+
+    # the same as the monitor under lax.cond inside a step, warm state threaded through the steps
+    @jax.jit
+    def step(s, carry, state):
+        record, state = monitor(s, carry[0], batch, key, state=state)
+        carry, value = train_step(carry, batch)
+        return carry, state, record, value
+
+    c, st, records, losses = carry, state, [], []
+    for s in range(6):
+        c, st, record, value = step(jnp.asarray(s), c, st)
+        records.append(record)
+        losses.append(value)
+    assert [bool(r.computed) for r in records] == [True, False, False, True, False, False]
+    np.testing.assert_allclose(np.concatenate([out.aux, again.aux]), losses, rtol=1e-6)
+    for name, a, b in zip(MonitorRecord._fields, again.record, records[3], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, err_msg=name)
+    np.testing.assert_allclose(ravel_pytree(again.state.vector)[0], ravel_pytree(st.vector)[0], atol=1e-4)
+    with pytest.raises(ValueError, match="one common leading"):
+        run(carry, {"x": batches["x"], "y": batch["y"]}, key)
+    with pytest.raises(TypeError, match="state must be a MonitorState"):
+        monitor.compute(params, batch, key, state=(1,))
 
 
 def test_bad_arguments():
