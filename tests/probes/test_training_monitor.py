@@ -182,7 +182,7 @@ def test_warm_start_converges_to_dense_eigvalsh(x64):
 def test_monitored_steps_match_the_step_by_step_loop_and_compile_once():
     params, batch = make(jnp.float32)
     tx = optax.sgd(0.1)
-    monitor = training_monitor(loss, learning_rate=0.1, every=3, num_iters=5, num_samples=4)
+    monitor = training_monitor(loss, learning_rate=0.1, every=3, num_iters=5)
 
     def train_step(carry, b):
         p, opt_state = carry
