@@ -14,6 +14,7 @@ from tests.test_examples import EXAMPLES, load
 
 
 @pytest.mark.slow
+@pytest.mark.xla_optimized  # 250 full-batch steps of two models: execution-bound
 def test_perp_adamw_generalises_where_adamw_memorises(tmp_path):
     grokking = load(EXAMPLES / "grokking.py")
     summary = grokking.main(["--steps", "250", "--runs", "baseline,perp", "--out", str(tmp_path)])
