@@ -492,6 +492,12 @@ def ntk_fn_from_nnx(module) -> tuple[Callable, Any]:
     ``params`` is the module's `nnx.Param` state; every other variable (batch statistics, caches) is
     held fixed. Put the module in eval mode first if it has dropout or BatchNorm.
 
+    For a module whose only variables are parameters, ``f`` is the same function object for every
+    module of the same structure (one per `nnx.GraphDef`), so calling this again in a training
+    loop and passing ``f`` to `empirical_ntk` compiles nothing new. With other variables, ``f``
+    closes over their current values and is new on each call (and so compiles again): build it once
+    when they do not change.
+
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> f, params = ntk_fn_from_nnx(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
@@ -504,7 +510,20 @@ def ntk_fn_from_nnx(module) -> tuple[Callable, Any]:
         raise TypeError(f"module must be a flax.nnx.Module, got {type(module).__name__}")
     graphdef, params, *others = nnx.split(module, nnx.Param, ...)
     rest = others[0]
+    if not jax.tree.leaves(rest):
+        return _nnx_apply(graphdef), params
     return (lambda p, x: nnx.merge(graphdef, p, rest)(x)), params
+
+
+@functools.lru_cache(maxsize=64)
+def _nnx_apply(graphdef) -> Callable:
+    """One ``f(params, x)`` per module structure, so `empirical_ntk`'s cache (keyed by ``f``) hits."""
+    from flax import nnx
+
+    def f(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    return f
 
 
 def ntk_fn_from_linen(module, variables) -> tuple[Callable, Any]:

@@ -18,6 +18,7 @@ from jaxdl.probes import (
     empirical_ntk_fn,
     hessian_probes,
     hessian_trace,
+    ntk_fn_from_nnx,
     spectral_density,
     top_eigenvalues,
 )
@@ -57,6 +58,24 @@ def test_ntk_second_call_compiles_nothing():
     with compiles() as events:
         ntk(PARAMS, x4)  # new shapes: one compilation
     assert len(events) == 1
+
+
+def test_ntk_fn_from_nnx_again_in_a_loop_compiles_nothing():
+    from flax import nnx
+
+    model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.tanh, nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
+    f, params = ntk_fn_from_nnx(model)
+    first = empirical_ntk(f, params, X)
+    model.layers[0].kernel.value = 2 * model.layers[0].kernel.value  # a training step changed the weights
+    with compiles() as events:
+        f_again, params_again = ntk_fn_from_nnx(model)
+        again = empirical_ntk(f_again, params_again, X)
+    assert f_again is f and not events
+    # The reused f applies the new weights: the same kernel as a fresh split's own function.
+    graphdef, state = nnx.split(model)
+    fresh = empirical_ntk(lambda p, x: nnx.merge(graphdef, p)(x), state, X)
+    np.testing.assert_allclose(again, fresh, rtol=1e-6)
+    assert not np.allclose(again, first, rtol=1e-2)
 
 
 @pytest.mark.parametrize("probe", ["top_eigenvalues", "trace", "density", "hvp"])
