@@ -66,7 +66,7 @@ def test_ntk_fn_from_nnx_again_in_a_loop_compiles_nothing():
     model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.tanh, nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
     f, params = ntk_fn_from_nnx(model)
     first = empirical_ntk(f, params, X)
-    model.layers[0].kernel.value = 2 * model.layers[0].kernel.value  # a training step changed the weights
+    model.layers[0].kernel[...] = 2 * model.layers[0].kernel[...]  # a training step changed the weights
     with compiles() as events:
         f_again, params_again = ntk_fn_from_nnx(model)
         again = empirical_ntk(f_again, params_again, X)
