@@ -484,7 +484,8 @@ class AFKAN(nnx.Module):
       rngs: `nnx.Rngs`.
 
     Parameters: starts, ends, score_kernel (M,), score_bias, temperature (sqrt(D)), norm_scale, norm_bias (D,),
-    kernel (D, N) ~ U(+-1/sqrt(D)).
+    kernel (D, N) ~ U(+-1/sqrt(D)). score_bias is kept for parity with the authors' ``nn.Linear(M, 1)``:
+    it shifts every score alike, so the softmax ignores it and its gradient is exactly zero.
 
     Refuses at construction (ValueError): non-positive sizes, spline_order < 0, an unknown combination;
     (TypeError) a non-floating param_dtype.
