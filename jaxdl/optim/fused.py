@@ -301,7 +301,7 @@ def _fused(
     """`rule(count, p_leaves, g_leaves, bucket, buffers) -> (new flat p, new buffers)` per bucket,
     or an elementwise `_Pass` (which `kernel="pallas"` runs as Pallas kernels on GPUs)."""
     pass_ = rule if isinstance(rule, _Pass) else None
-    bucket_rule = _pass_rule(rule) if isinstance(rule, _Pass) else rule
+    bucket_rule = rule if pass_ is None else _pass_rule(pass_)
 
     def masks(params):
         decay = _mask_leaves(

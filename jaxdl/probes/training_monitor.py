@@ -196,17 +196,10 @@ class TrainingMonitor:
         2.0
         """
         dtype = _float_dtype(params)
-        probe = jnp.asarray(step) % self.every == 0
-        if state is None:
-            return jax.lax.cond(
-                probe,
-                lambda: self.compute(params, batch, key, step=step, grads=grads),
-                lambda: self.empty(dtype),
-            )
         return jax.lax.cond(
-            probe,
+            jnp.asarray(step) % self.every == 0,
             lambda: self.compute(params, batch, key, step=step, grads=grads, state=state),
-            lambda: (self.empty(dtype), state),
+            lambda: self.empty(dtype) if state is None else (self.empty(dtype), state),
         )
 
     def init(self, params: PyTree) -> MonitorState:
