@@ -24,11 +24,23 @@ def sdm_loss(z, y, q, d):
 
 
 def knn(queries, exemplars, k, exclude=None):
-    """Brute-force squared-L2 neighbours, nearest first, ties by index."""
-    dist = ((queries[:, None, :].astype(np.float64) - exemplars[None, :, :]) ** 2).sum(-1)
+    """Brute-force squared-L2 neighbours, nearest first, ties by index.
+
+    A distance that is not finite (NaN or infinite vectors) counts as +inf; the excluded exemplar of
+    a query (``exclude[b]``, out of range for none) ranks after every other, so it is never returned
+    for ``k <= N - 1``.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        dist = ((queries[:, None, :].astype(np.float64) - exemplars[None, :, :]) ** 2).sum(-1)
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    excluded = np.zeros(dist.shape, bool)
     if exclude is not None:
-        dist[np.arange(len(queries)), exclude] = np.inf
-    index = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        rows = np.nonzero((0 <= np.asarray(exclude)) & (np.asarray(exclude) < len(exemplars)))[0]
+        excluded[rows, np.asarray(exclude)[rows]] = True
+    index = np.stack(
+        [np.lexsort((np.arange(len(exemplars)), d, x)) for d, x in zip(dist, excluded, strict=True)]
+    )
+    index = index[:, :k]
     return np.take_along_axis(dist, index, axis=1), index
 
 

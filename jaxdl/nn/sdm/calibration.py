@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.nn.sdm.activation import Q_OFFSET
-from jaxdl.nn.sdm.similarity import ClassECDF, class_ecdf
+from jaxdl.nn.sdm.similarity import ClassECDF, _searchsorted, class_ecdf
 
 
 class SDMCalibration(NamedTuple):
@@ -230,7 +230,7 @@ def effective_sample_size(q_prime: jax.Array, q_prime_ecdf: ClassECDF) -> jax.Ar
       >>> effective_sample_size(jnp.array([0.0, 2.5, 50.0]), ecdf).tolist()
       [[0, 0], [2, 1], [3, 1]]
     """
-    position = jax.vmap(lambda row: jnp.searchsorted(row, q_prime, side="left"))(q_prime_ecdf.values)
+    position = jax.vmap(lambda row: _searchsorted(row, q_prime))(q_prime_ecdf.values)
     return jnp.minimum(position, jnp.maximum(q_prime_ecdf.counts - 1, 0)[:, None]).T.astype(jnp.int32)
 
 

@@ -226,17 +226,32 @@ class SDMHead(nnx.Module):
         if state.memory.vectors.shape[0] == 0:
             raise ValueError("SDMHead.predict: the head has no exemplar memory; fit it with fit_sdm first")
         alpha = state.calibration.alpha
-        if not isinstance(alpha, jax.core.Tracer) and bool(jnp.isnan(alpha)):
-            raise ValueError("SDMHead.predict: the head is not calibrated; call head.calibrate(alpha) first")
         x = jnp.asarray(x)
         if x.ndim != 2 or x.shape[-1] != self.in_features:
             raise ValueError(f"SDMHead.predict: x must have shape [B, {self.in_features}], got {x.shape}")
-        if not isinstance(x, jax.core.Tracer) and not bool(jnp.isfinite(x).all()):
+        # Both checks in one dispatch and one transfer (each is a host round trip on an accelerator).
+        uncalibrated, finite = _input_checks(alpha, x)
+        if uncalibrated:
+            raise ValueError("SDMHead.predict: the head is not calibrated; call head.calibrate(alpha) first")
+        if not finite:
             raise ValueError(
                 "SDMHead.predict: x has nan or inf entries; the SDM estimator needs finite features"
             )
         k = min(self.k, state.memory.vectors.shape[0])
         return _predict(self._adaptor_params(), state, x, k, tuple(sorted(search_options.items())))
+
+
+def _input_checks(alpha: jax.Array, x: jax.Array) -> tuple[Any, Any]:
+    """``(isnan(alpha), all(isfinite(x)))`` on the host (one transfer); a traced value passes."""
+    concrete_alpha, concrete_x = not isinstance(alpha, jax.core.Tracer), not isinstance(x, jax.core.Tracer)
+    if concrete_alpha and concrete_x:
+        return jax.device_get(_input_flags(alpha, x))
+    return concrete_alpha and bool(jnp.isnan(alpha)), not concrete_x or bool(jnp.isfinite(x).all())
+
+
+@jax.jit
+def _input_flags(alpha: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jnp.isnan(alpha), jnp.isfinite(x).all()
 
 
 def _adaptor(params: tuple, x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -305,15 +305,21 @@ def _merge(scores_a, index_a, scores_b, index_b, k):
 
 
 def _scores(vectors, sq_norms, queries, exclude, first, *, precision):
-    """s = ||e||^2 - 2 q.e of ``queries [B, M]`` against ``vectors`` (global rows from ``first``); +inf
-    for NaN and excluded rows."""
+    """s = ||e||^2 - 2 q.e of ``queries [B, M]`` against ``vectors`` (global rows from ``first``).
+
+    A score that is not finite (a NaN or infinite exemplar or query, an overflow) becomes the largest
+    finite value (``finfo.max``), so such rows rank last among the searchable rows, ties to the
+    lower index; excluded rows get +inf and rank after them, so they are never among the
+    ``k <= N - 1`` returned even when k reaches the unrepresentable rows.
+    """
     scaled = (-2 * queries).astype(vectors.dtype)  # exact: a power-of-two scale
     cross = jnp.dot(scaled, vectors.T, precision=precision, preferred_element_type=sq_norms.dtype)
     scores = sq_norms[None, :] + cross
-    invalid = jnp.isnan(scores)
-    if exclude is not None:
-        invalid |= (first + jnp.arange(vectors.shape[0], dtype=jnp.int32))[None, :] == exclude[:, None]
-    return jnp.where(invalid, jnp.inf, scores)
+    scores = jnp.where(jnp.isfinite(scores), scores, jnp.finfo(scores.dtype).max)
+    if exclude is None:
+        return scores
+    excluded = (first + jnp.arange(vectors.shape[0], dtype=jnp.int32))[None, :] == exclude[:, None]
+    return jnp.where(excluded, jnp.inf, scores)
 
 
 def _search_local(
@@ -394,10 +400,14 @@ def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precis
 
 
 def _distances(queries, scores):
-    """||q||^2 + s, clamped at 0 (rounding can make a self-distance slightly negative, as in FAISS)."""
+    """||q||^2 + s, clamped at 0 (rounding can make a self-distance slightly negative, as in FAISS);
+    +inf for unrepresentable (see `_scores`) and excluded rows and for a query whose norm is not
+    finite, never NaN."""
     out_dtype = jnp.promote_types(queries.dtype, scores.dtype)
     query_sq = jnp.sum(jnp.square(queries.astype(out_dtype)), axis=1)
-    return jnp.maximum(query_sq[:, None] + scores.astype(out_dtype), 0)
+    dist = jnp.maximum(query_sq[:, None] + scores.astype(out_dtype), 0)
+    usable = (scores < jnp.finfo(scores.dtype).max) & jnp.isfinite(query_sq)[:, None]
+    return jnp.where(usable, dist, jnp.inf)
 
 
 def _rerank(dist, found, k, refine, accurate):
@@ -414,7 +424,9 @@ def _rerank(dist, found, k, refine, accurate):
     hi, lo = accurate(ids)
     usable = jnp.isfinite(fast) & jnp.isfinite(hi)
     hi, lo = jnp.where(usable, hi, jnp.inf), jnp.where(usable, lo, 0)
-    key = jnp.where(ids < 0, jnp.iinfo(jnp.int32).max, ids)
+    # Ties to the lower index; the unusable entries keep the fast order, which put excluded rows last.
+    position = jnp.arange(ids.shape[1], dtype=jnp.int32)[None, :]
+    key = jnp.where(usable, ids, jnp.iinfo(jnp.int32).max - ids.shape[1] + position)
     hi, lo, _, ids, fast = jax.lax.sort((hi, lo, key, ids, fast), dimension=1, num_keys=3)
     take = k - first
     exact = (hi[:, :take] + lo[:, :take]).astype(dist.dtype)
@@ -558,11 +570,19 @@ def _search(
         dist, found = search_all(
             chunks, None if exclude is None else _pad_rows(exclude, query_block_size, -1)
         )
-        return dist[:num_queries], found[:num_queries]
+        return _first_rows((dist, found), num_queries, index.mesh)
     chunks = chunks.reshape(-1, query_block_size, queries.shape[1])
     if exclude is None:
         dist, found = jax.lax.map(lambda q: search_all(q, None), chunks)
     else:
         excluded = _pad_rows(exclude, query_block_size, -1).reshape(-1, query_block_size)
         dist, found = jax.lax.map(lambda xs: search_all(*xs), (chunks, excluded))
-    return dist.reshape(-1, k)[:num_queries], found.reshape(-1, k)[:num_queries]
+    return _first_rows((dist.reshape(-1, k), found.reshape(-1, k)), num_queries, index.mesh)
+
+
+def _first_rows(arrays, num, mesh):
+    """``a[:num]`` of each array; on a mesh with explicit axes the (query-sharded) results are first
+    replicated, since a slice that does not divide the devices is not defined on a sharded axis."""
+    if mesh is not None and any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types):
+        arrays = jax.sharding.reshard(arrays, NamedSharding(mesh, PartitionSpec()))
+    return tuple(a[:num] for a in arrays)

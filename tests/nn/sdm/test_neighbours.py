@@ -236,3 +236,43 @@ def test_split_selection_over_eight_devices_with_ties(mesh):
     dist, idx = build_index(exemplars, mesh=mesh).search(queries, 20, exclude=exclude)
     np.testing.assert_array_equal(idx, expected_idx)
     np.testing.assert_array_equal(dist, expected_dist)
+
+
+@pytest.fixture(scope="module")
+def non_finite_case():
+    """19 integer points (ties) with a NaN row, an infinite row and a duplicate; queries that exclude
+    a row each (one a NaN query), searched for k = N - 1, which must reach the non-finite rows."""
+    rng = np.random.default_rng(7)
+    exemplars = rng.integers(-2, 3, size=(19, 3)).astype(np.float32)
+    exemplars[3], exemplars[11], exemplars[17] = exemplars[12], np.nan, np.inf
+    queries = np.concatenate([exemplars[[0, 5, 12]], [[np.nan, 0, 0], [1, 1, 0]]]).astype(np.float32)
+    exclude = np.array([0, 5, 12, 2, -1])
+    return queries, exemplars, exclude, ref.knn(queries, exemplars, 18, exclude=exclude)
+
+
+@pytest.mark.parametrize("options", [{}, {"refine": 0}, {"block_size": 4, "query_block_size": 2}])
+def test_exclude_with_k_up_to_n_minus_1_and_non_finite_rows(non_finite_case, options):
+    """The excluded row ranks after the NaN and infinite rows (ties to the lower index), no NaN."""
+    queries, exemplars, exclude, (expected_dist, expected_idx) = non_finite_case
+    assert expected_idx[0, -2:].tolist() == [11, 17] and expected_idx[3].tolist() == [0, 1, *range(3, 19)]
+    dist, idx = nearest_neighbours(queries, exemplars, 18, exclude=exclude, **options)
+    np.testing.assert_array_equal(idx, expected_idx)
+    assert not np.isnan(dist).any()
+    np.testing.assert_allclose(dist, expected_dist, rtol=1e-6)
+
+
+def test_exclude_with_k_up_to_n_minus_1_and_non_finite_rows_on_eight_devices(non_finite_case, mesh):
+    queries, exemplars, exclude, (expected_dist, expected_idx) = non_finite_case
+    dist, idx = nearest_neighbours(queries, exemplars, 18, exclude=exclude, mesh=mesh)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_allclose(dist, expected_dist, rtol=1e-6)
+
+
+def test_mesh_with_explicit_axes_and_queries_not_dividing_the_devices(points):
+    """7 queries on 8 devices pad the query axis; the padded rows are sliced off the sharded result."""
+    queries, exemplars = points
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    expected_dist, expected_idx = ref.knn(queries[:7], exemplars, 5)
+    dist, idx = build_index(exemplars, mesh=mesh).search(queries[:7], 5)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_allclose(dist, expected_dist, rtol=2e-6, atol=2e-6)
