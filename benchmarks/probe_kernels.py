@@ -213,10 +213,10 @@ def adam_section():
     for block, warps in [(512, 4), (1024, 4), (1024, 8), (2048, 4), (2048, 8)]:
 
         def tri(p, g, m, v, block=block, warps=warps):
-            (p,), (m, v) = _pallas.multi_tensor(
+            out = _pallas.multi_tensor(
                 [adam_body], [[p], [g]], [m, v], [[(0, 0), (1, 0)]], [], block=block, num_warps=warps
             )
-            return p, g, m, v
+            return out.leaves[0], g, *out.storage
 
         name = f"adam triton multi_tensor b{block} w{warps}"
         guarded(name, lambda name=name, tri=tri: jax_case(name, tri, fresh(), nbytes))

@@ -165,3 +165,49 @@ def residual(g: jax.Array, w: jax.Array, c_hi: jax.Array, c_lo: jax.Array) -> ja
     ch, cl = _split(c_hi)
     wh, wl = _split(w)
     return ((g - ch * wh) - (ch * wl + cl * w)) - c_lo * w
+
+
+# ----------------------------------------------------------------------------------------------
+# The same coefficients from blocks of a leaf (the multi-tensor Pallas path, `_pallas`).
+#
+# A kernel that reads each block of a leaf once cannot form double-float sums cheaply, so each
+# block b centres g on its own coefficient instead: c_b = <w,g>_b / ||w||^2_b in plain float32, and
+# g'_b = g - c_b w formed exactly (`residual`). Every sum of the block is then well conditioned
+# (g'_b is nearly orthogonal to w_b, nothing cancels), and the leaf's values follow exactly from
+# them with c_ref, the ||w||^2-weighted mean of the c_b, and d_b = c_b - c_ref:
+#
+#     c = c_ref + delta,   delta = sum_b (<w,g'>_b + d_b ||w||^2_b) / ||w||^2
+#     ||g - c w||^2 = A - delta^2 ||w||^2,   A = ||g - c_ref w||^2 = sum_b ||g'_b + d_b w_b||^2
+#
+# (the second because <w, g - c_ref w> = delta ||w||^2). delta is c_ref's rounding error, so c
+# comes as the pair c_ref + delta and A - delta^2 ||w||^2 does not cancel.
+
+BLOCK_SUMS = 5  # ||w||^2, ||g||^2, c_b, <w, g'>, ||g'||^2 of a block
+
+
+def block_sums(w: jax.Array, g: jax.Array, tiny: float) -> tuple[jax.Array, ...]:
+    """The `BLOCK_SUMS` partial sums of one block of a leaf (1-D w, g; zero padding is inert),
+    in at least float32: a kernel body."""
+    compute = jnp.promote_types(g.dtype, jnp.float32)
+    w, g = w.astype(compute), g.astype(compute)
+    w_sq = jnp.sum(w * w)
+    c = jnp.sum(w * g) / (w_sq + tiny)
+    centred = residual(g, w, c, jnp.zeros_like(c))
+    return w_sq, jnp.sum(g * g), c, jnp.sum(w * centred), jnp.sum(centred * centred)
+
+
+def from_blocks(sums: list[jax.Array], tiny: float) -> Projection:
+    """The leaves' coefficients from their `block_sums`, each a (leaves, blocks) array: a
+    `Projection` of (leaves,) vectors (`w_dot_g` = c ||w||^2). A leaf of one block takes its c_b as
+    c_ref (exactly the block's coefficient)."""
+    w_sq_b, g_sq_b, c_b, dot_b, centred_sq_b = sums
+    w_sq = jnp.sum(w_sq_b, axis=1)
+    denom = w_sq + tiny
+    c_ref = c_b[:, 0] if c_b.shape[1] == 1 else jnp.sum(c_b * w_sq_b, axis=1) / denom
+    d = c_b - c_ref[:, None]
+    delta = jnp.sum(dot_b + d * w_sq_b, axis=1) / denom
+    a = jnp.sum(centred_sq_b + 2 * d * dot_b + d * d * w_sq_b, axis=1)
+    zero = jnp.zeros_like(c_ref)
+    c_hi, c_lo = _two_sum(_Pair(c_ref, zero), _Pair(delta, zero))
+    perp_sq = jnp.maximum(a - delta * delta * w_sq, 0)
+    return Projection(c_hi, c_lo, c_hi * w_sq, w_sq, jnp.sum(g_sq_b, axis=1), perp_sq)

@@ -8,12 +8,15 @@ run the kernels in Pallas's interpreter on CPU).
 `multi_tensor` is PyTorch's `multi_tensor_apply` idea: one kernel updates many parameter leaves
 and their moment buffers, where XLA writes each output leaf with a kernel of its own (a few
 hundred bias and norm-scale vectors cost a few hundred launches, and each large leaf's kernel
-its own ramp-up and tail).
+its own ramp-up and tail). It also reduces: each program writes its block's partial sums to a
+small array, and the caller finishes the per-leaf values with a few small XLA reductions (apex's
+multi_tensor_l2norm does the same for LAMB's norms).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +45,24 @@ def _use_kernel() -> bool:
 
 def _scalar_vector(scalars: Sequence[jax.Array]) -> jax.Array:
     values = [jnp.asarray(s, jnp.float32) for s in scalars] or [jnp.float32(0)]
-    scal = jnp.zeros((max(8, pl.next_power_of_2(len(values))),), jnp.float32)
-    return scal.at[: len(values)].set(jnp.stack(values))
+    return _padded(jnp.stack(values))
+
+
+def _padded(values: jax.Array) -> jax.Array:
+    """A 1-D float32 vector padded with zeros to a power of 2 (at least 8) elements."""
+    out = jnp.zeros((max(8, pl.next_power_of_2(values.shape[0])),), jnp.float32)
+    return out.at[: values.shape[0]].set(values)
+
+
+class MultiTensor(NamedTuple):
+    """What `multi_tensor` returns: the new leaves 0 (in their shapes; empty when not written),
+    the storage arrays (new where written, else the inputs), and the block sums: `sums[i, b]` is
+    sum i of block b, blocks in leaf order, `blocks[j]` of them for leaf j (None without sums)."""
+
+    leaves: list[jax.Array]
+    storage: list[jax.Array]
+    sums: jax.Array | None
+    blocks: tuple[int, ...]
 
 
 def multi_tensor(
@@ -52,87 +71,134 @@ def multi_tensor(
     storage: Sequence[jax.Array],
     where: Sequence[Sequence[tuple[int, int]]],
     scalars: Sequence[jax.Array],
+    *,
+    leaf_scalars: jax.Array | None = None,
+    n_sums: int = 0,
+    write_leaves: bool = True,
+    writes: Sequence[bool] | None = None,
     block: int | None = None,
     num_warps: int | None = None,
     leaves_per_kernel: int | None = None,
-) -> tuple[list[jax.Array], list[jax.Array]]:
+) -> MultiTensor:
     """Update many leaves and their optimizer buffers with few kernels (PyTorch's
-    `multi_tensor_apply`, as Pallas kernels).
+    `multi_tensor_apply`, as Pallas kernels), and optionally reduce over them.
 
-    Leaf j is `leaves[l][j]` for each input l (any shape; `leaves[0]` are the parameters, written
-    in place) and has buffer b at element `where[j][b][1]` of the 1-D array `storage[where[j][b][0]]`
-    (one flat buffer shared by many small leaves, or a large leaf's own buffer). Computes
-    `bodies[j](*leaf_blocks, *buffer_blocks, *scalars) -> (leaf_out, *buffer_outs)` elementwise
-    and returns the new leaves 0 (in their shapes) and the new storage arrays, each written in
-    place of its input: donate them to the enclosing jit. Every program of a kernel handles
-    `block` elements of one leaf (masked at the leaf's end); one kernel per `leaves_per_kernel`
-    leaves (each leaf is one branch of the kernel, and compile time grows with them). The
-    defaults are the module's `_LEAF_BLOCK`, `_LEAF_WARPS`, `_LEAVES_PER_KERNEL` (read at call time).
+    Leaf j is `leaves[l][j]` for each input l (any shape; `leaves[0]` are the parameters) and has
+    buffer b at element `where[j][b][1]` of the 1-D array `storage[where[j][b][0]]` (one flat
+    buffer shared by many small leaves, or a large leaf's own buffer). Computes, on each block of
+    each leaf, `bodies[j](*leaf_blocks, *buffer_blocks, *scalars, *leaf_scalars[j])`, which
+    returns the new block of leaf 0 (if `write_leaves`), the new block of each buffer whose
+    storage array is written (`writes`, default all), then `n_sums` scalars: the block's partial
+    sums (reductions over the block; entries past a leaf's end are loaded as 0). Written arrays
+    are written in place of their inputs: donate them to the enclosing jit. `leaf_scalars` is a
+    (leaves, n) array of per-leaf values. Every program of a kernel handles `block` elements of
+    one leaf (masked at the leaf's end); one kernel per `leaves_per_kernel` leaves (each leaf is
+    one branch of the kernel, and compile time grows with them). The defaults are the module's
+    `_LEAF_BLOCK`, `_LEAF_WARPS`, `_LEAVES_PER_KERNEL` (read at call time). Off GPUs (unless
+    `INTERPRET_OFF_GPU`), plain XLA with one block per leaf.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxdl.optim._pallas import multi_tensor
       >>> ps, gs, m = [jnp.ones(2), jnp.zeros(3)], [jnp.ones(2), jnp.ones(3)], jnp.zeros(5)
-      >>> body = lambda p, g, m, a: (p - a * g, m + g)
-      >>> new_ps, (new_m,) = multi_tensor([body] * 2, [ps, gs], [m], [[(0, 0)], [(0, 2)]], [0.5])
-      >>> print(new_ps[0], new_ps[1], new_m)
-      [0.5 0.5] [-0.5 -0.5 -0.5] [1. 1. 1. 1. 1.]
+      >>> body = lambda p, g, m, a: (p - a * g, m + g, jnp.sum(g * g))
+      >>> out = multi_tensor([body] * 2, [ps, gs], [m], [[(0, 0)], [(0, 2)]], [0.5], n_sums=1)
+      >>> print(out.leaves[0], out.leaves[1], out.storage[0], out.sums, out.blocks)
+      [0.5 0.5] [-0.5 -0.5 -0.5] [1. 1. 1. 1. 1.] [[2. 3.]] (1, 1)
     """
+    writes = tuple(writes) if writes is not None else (True,) * len(storage)
     if not _use_kernel():
-        return _multi_tensor_xla(bodies, leaves, storage, where, scalars)
+        return _multi_tensor_xla(
+            bodies, leaves, storage, where, scalars, leaf_scalars, n_sums, write_leaves, writes
+        )
     block, num_warps = block or _LEAF_BLOCK, num_warps or _LEAF_WARPS
     per_kernel = leaves_per_kernel or _LEAVES_PER_KERNEL
     k = len(leaves[0])
+    sizes = [x.size for x in leaves[0]]
+    chunks = [range(first, min(first + per_kernel, k)) for first in range(0, k, per_kernel)]
+    blocks = [_chunk_block(block, [sizes[j] for j in chunk]) for chunk in chunks]
+    counts = tuple(pl.cdiv(sizes[j], b) for chunk, b in zip(chunks, blocks, strict=True) for j in chunk)
+    sums = jnp.zeros((n_sums * sum(counts),), jnp.float32) if n_sums else None
     new_leaves: list[jax.Array] = []
     new_storage = list(storage)
-    for first in range(0, k, per_kernel):
-        chunk = range(first, min(first + per_kernel, k))
-        outs, new_storage = _multi_tensor_kernel(
+    offset = 0
+    for chunk, chunk_block in zip(chunks, blocks, strict=True):
+        outs, new_storage, sums = _multi_tensor_kernel(
             [bodies[j] for j in chunk],
             [[jnp.ravel(group[j]) for j in chunk] for group in leaves],
             new_storage,
             [where[j] for j in chunk],
             scalars,
-            block,
+            None if leaf_scalars is None else leaf_scalars[chunk.start : chunk.stop],
+            (sums, n_sums, offset, sum(counts)),
+            write_leaves,
+            writes,
+            chunk_block,
             num_warps,
         )
-        new_leaves += [x.reshape(leaves[0][j].shape) for x, j in zip(outs, chunk, strict=True)]
-    return new_leaves, new_storage
+        offset += sum(counts[j] for j in chunk)
+        new_leaves += [x.reshape(leaves[0][j].shape) for x, j in zip(outs, chunk, strict=False)]
+    return MultiTensor(new_leaves, new_storage, None if sums is None else sums.reshape(n_sums, -1), counts)
 
 
-def _multi_tensor_xla(bodies, leaves, storage, where, scalars):
-    """The same computation as plain XLA (off GPUs): one body call per leaf."""
+def _chunk_block(block: int, sizes: Sequence[int]) -> int:
+    """The block of a kernel: `block`, or less when every leaf of the kernel is smaller."""
+    return min(block, max(8, pl.next_power_of_2(max(sizes))))
+
+
+def _multi_tensor_xla(bodies, leaves, storage, where, scalars, leaf_scalars, n_sums, write_leaves, writes):
+    """The same computation as plain XLA (off GPUs): one body call (one block) per leaf."""
     scalars = [jnp.asarray(s, jnp.float32) for s in scalars]
     storage = list(storage)
-    new_leaves = []
+    new_leaves, sums = [], []
     for j, body in enumerate(bodies):
         n = leaves[0][j].size
         bufs = [jax.lax.dynamic_slice_in_dim(storage[s], at, n) for s, at in where[j]]
-        out = body(*[jnp.ravel(group[j]) for group in leaves], *bufs, *scalars)
-        new_leaves.append(out[0].reshape(leaves[0][j].shape))
-        for (s, at), new in zip(where[j], out[1:], strict=True):
-            storage[s] = jax.lax.dynamic_update_slice_in_dim(storage[s], new.astype(storage[s].dtype), at, 0)
-    return new_leaves, storage
+        own = [] if leaf_scalars is None else list(leaf_scalars[j])
+        out = list(body(*[jnp.ravel(group[j]) for group in leaves], *bufs, *scalars, *own))
+        if write_leaves:
+            new_leaves.append(out.pop(0).reshape(leaves[0][j].shape))
+        for s, at in where[j]:
+            if writes[s]:
+                new = out.pop(0).astype(storage[s].dtype)
+                storage[s] = jax.lax.dynamic_update_slice_in_dim(storage[s], new, at, 0)
+        sums.append(jnp.stack([jnp.asarray(x, jnp.float32) for x in out]) if n_sums else None)
+    stacked = jnp.stack(sums, axis=1) if n_sums else None
+    return MultiTensor(new_leaves, storage, stacked, (1,) * len(bodies))
 
 
-def _multi_tensor_kernel(bodies, leaves, storage, where, scalars, block, num_warps):
-    """One kernel over `leaves` (lists of 1-D arrays): program i handles one block of one leaf."""
+def _multi_tensor_kernel(
+    bodies, leaves, storage, where, scalars, leaf_scalars, sums, write_leaves, writes, block, num_warps
+):
+    """One kernel over `leaves` (lists of 1-D arrays): program i handles one block of one leaf.
+    `sums` is (the flat sums array or None, sums per block, this kernel's first block, blocks
+    in all); returns the new leaves, the storage and the sums array."""
     from jax.experimental.pallas import triton as pltriton
 
+    sums_array, n_sums, sums_offset, sums_stride = sums
     n_in, k, n_store, n_scal = len(leaves), len(leaves[0]), len(storage), len(scalars)
+    n_own = 0 if leaf_scalars is None else leaf_scalars.shape[1]
+    written = [s for s in range(n_store) if writes[s]]
     sizes = [x.shape[0] for x in leaves[0]]
-    block = min(block, max(8, pl.next_power_of_2(max(sizes))))
     programs = [pl.cdiv(n, block) for n in sizes]
     firsts = [sum(programs[:j]) for j in range(k)]
     leaf_dtypes = []
     for j in range(k):
         args = [jax.ShapeDtypeStruct((block,), g[j].dtype) for g in leaves]
         args += [jax.ShapeDtypeStruct((block,), storage[s].dtype) for s, _ in where[j]]
-        out = jax.eval_shape(lambda *a, j=j: tuple(bodies[j](*a, *[jnp.float32(0)] * n_scal)), *args)
-        leaf_dtypes.append(out[0].dtype)
+        zeros = [jnp.float32(0)] * (n_scal + n_own)
+        out = jax.eval_shape(lambda *a, j=j, z=zeros: tuple(bodies[j](*a, *z)), *args)
+        leaf_dtypes.append(out[0].dtype if write_leaves else None)
 
-    def kernel(scal_ref, *refs):
-        ins, outs = refs[: n_in * k + n_store], refs[n_in * k + n_store :]
+    n_lead = 1 + (leaf_scalars is not None)
+    n_inputs = n_lead + n_in * k + n_store + (n_sums > 0)
+
+    def kernel(*refs):
+        scal_ref, own_ref = refs[0], refs[1] if leaf_scalars is not None else None
+        ins, outs = refs[n_lead:n_inputs], refs[n_inputs:]
+        leaf_outs = outs[:k] if write_leaves else []
+        store_outs = dict(zip(written, outs[len(leaf_outs) :], strict=False))
+        sums_out = outs[-1] if n_sums else None
         pid = pl.program_id(0)
         scal = [scal_ref[i] for i in range(n_scal)]
         for j in range(k):
@@ -143,16 +209,32 @@ def _multi_tensor_kernel(bodies, leaves, storage, where, scalars, block, num_war
                 mask = at + jax.lax.iota(jnp.int32, block) < sizes[j]
                 refs_in = [ins[i * k + j].at[pl.ds(at, block)] for i in range(n_in)]
                 refs_in += [ins[n_in * k + s].at[pl.ds(start + at, block)] for s, start in where[j]]
-                new = bodies[j](*[pltriton.load(r, mask=mask, other=0) for r in refs_in], *scal)
-                refs_out = [outs[j].at[pl.ds(at, block)]]
-                refs_out += [outs[k + s].at[pl.ds(start + at, block)] for s, start in where[j]]
-                for ref, value in zip(refs_out, new, strict=True):
+                own = [own_ref[j * n_own + i] for i in range(n_own)]
+                loaded = [pltriton.load(r, mask=mask, other=0) for r in refs_in]
+                new = list(bodies[j](*loaded, *scal, *own))
+                refs_out = [leaf_outs[j].at[pl.ds(at, block)]] if write_leaves else []
+                refs_out += [store_outs[s].at[pl.ds(start + at, block)] for s, start in where[j] if writes[s]]
+                for ref, value in zip(refs_out, new, strict=False):
                     pltriton.store(ref, value.astype(ref.dtype), mask=mask)
+                for i, value in enumerate(new[len(refs_out) :]):
+                    sums_out[i * sums_stride + sums_offset + pid] = jnp.asarray(value, jnp.float32)
 
-    out_shape = [jax.ShapeDtypeStruct((n,), d) for n, d in zip(sizes, leaf_dtypes, strict=True)]
-    out_shape += [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in storage]
-    aliases = {1 + j: j for j in range(k)}
-    aliases.update({1 + n_in * k + s: k + s for s in range(n_store)})
+    out_shape = (
+        [jax.ShapeDtypeStruct((n,), d) for n, d in zip(sizes, leaf_dtypes, strict=True)]
+        if write_leaves
+        else []
+    )
+    out_shape += [jax.ShapeDtypeStruct(storage[s].shape, storage[s].dtype) for s in written]
+    aliases = {n_lead + j: j for j in range(k)} if write_leaves else {}
+    aliases.update({n_lead + n_in * k + s: len(aliases) + i for i, s in enumerate(written)})
+    args = [_scalar_vector(scalars)]
+    if leaf_scalars is not None:
+        args.append(_padded(leaf_scalars.astype(jnp.float32).reshape(-1)))
+    args += [x for group in leaves for x in group] + list(storage)
+    if n_sums:
+        aliases[n_inputs - 1] = len(out_shape)
+        out_shape.append(jax.ShapeDtypeStruct(sums_array.shape, sums_array.dtype))
+        args.append(sums_array)
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shape,
@@ -160,5 +242,10 @@ def _multi_tensor_kernel(bodies, leaves, storage, where, scalars, block, num_war
         input_output_aliases=aliases,
         interpret=jax.default_backend() != "gpu",
         compiler_params=_compiler_params(num_warps),
-    )(_scalar_vector(scalars), *[x for group in leaves for x in group], *storage)
-    return list(outs[:k]), list(outs[k:])
+    )(*args)
+    outs = list(outs)
+    new_leaves = outs[:k] if write_leaves else []
+    new_storage = list(storage)
+    for i, s in enumerate(written):
+        new_storage[s] = outs[len(new_leaves) + i]
+    return new_leaves, new_storage, outs[-1] if n_sums else None

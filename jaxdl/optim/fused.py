@@ -24,19 +24,27 @@ rounding (the same roundings to the parameters' and moments' dtypes, e.g. bf16),
 and learning-rate schedules. Hyperparameters may be traced (a vmapped learning-rate sweep works);
 masks are pytrees of Python bools (or callables returning one) and fix the layout.
 
-On a GPU, `kernel="pallas"` (Adam and diffGrad) runs the whole step as a few Pallas (Triton)
-kernels, PyTorch's `multi_tensor_apply` idea: each kernel updates up to 32 leaves and their
-moments in place, where XLA writes every output leaf with a kernel of its own (one launch per
-small leaf, a ramp-up and tail per large one). Measured on an H200 (device time, 103.6M
+On a GPU, `kernel="pallas"` runs the whole step as a few Pallas (Triton) kernels, PyTorch's
+`multi_tensor_apply` idea: each kernel updates up to 32 leaves and their moments in place, where
+XLA writes every output leaf with a kernel of its own (one launch per small leaf, a ramp-up and
+tail per large one). Adam and diffGrad are one such pass. ⊥AdamW and ⊥SGD add a first
+multi-tensor kernel that reads g and w once and writes each block's partial sums (each block
+centred on its own projection coefficient, so that nothing cancels: `_compensated.from_blocks`),
+a few small XLA reductions turn them into per-leaf coefficients, and the pass projects each
+gradient block inside the kernel; LAMB's first kernel updates the moments and sums ||p||^2 and
+||r||^2 per block, its second applies the trust ratio. Measured on an H200 (device time, 103.6M
 parameters): 0.85 ms instead of 1.14 ms for Adam on 217 leaves (PyTorch's fused Adam: 0.87 ms),
-0.75 instead of 0.79 ms on 18 leaves; it costs compile time (11 s instead of 2 s on 217 leaves)
-and changes no result beyond float32 rounding. Off GPUs it falls back to the XLA fusions, so
-the default stays `kernel="xla"` (benchmarks/RESULTS.md, "Optimizers").
+0.75 instead of 0.79 ms on 18 leaves (benchmarks/RESULTS.md, "Optimizers", for the other steps).
+It costs compile time (11 s instead of 2 s for Adam on 217 leaves) and changes no result beyond
+float32 rounding, except on leaves whose projected gradient is round-off (scalars, gradients
+exactly parallel to their weights: `perpgrad`), which it forms in another order. Off GPUs, and
+for 64-bit leaves, it falls back to the XLA fusions, so the default stays `kernel="xla"`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -46,7 +54,7 @@ import optax
 
 from jaxdl._typing import PyTree
 from jaxdl.optim._checks import check_adam, check_beta, check_leaves, check_nonnegative
-from jaxdl.optim._compensated import projection, residual
+from jaxdl.optim._compensated import BLOCK_SUMS, Projection, block_sums, from_blocks, projection, residual
 from jaxdl.optim._defaults import ADAMW, DIFFGRAD, LAMB
 from jaxdl.optim._grouping import GROUP_MAX_SIZE
 from jaxdl.optim.perpgrad import _TINY
@@ -170,16 +178,20 @@ def _spans(bucket: _Bucket, like: list) -> list[tuple[int, int, int]]:
     """(start, rows, row size) of each run of same-shaped leaves in a bucket's flat buffer."""
     if not bucket.flat:
         return [(0, 1, like[bucket.members[0]].size)]
+    return _runs([like[i].shape for i in bucket.members], [like[i].size for i in bucket.members])
+
+
+def _runs(keys, sizes) -> list[tuple[int, int, int]]:
+    """(start, rows, size) of each run of equal keys, for consecutive items of these sizes."""
     spans: list[tuple[int, int, int]] = []
     start, previous = 0, None
-    for i in bucket.members:
-        size = like[i].size
-        if like[i].shape == previous:
+    for key, size in zip(keys, sizes, strict=True):
+        if spans and key == previous:
             begin, rows, _ = spans[-1]
             spans[-1] = (begin, rows + 1, size)
         else:
             spans.append((start, 1, size))
-        start, previous = start + size, like[i].shape
+        start, previous = start + size, key
     return spans
 
 
@@ -250,27 +262,27 @@ def _pass_rule(pass_: _Pass, transform: Callable | None = None) -> Callable:
     return rule
 
 
-def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers):
-    """The pass over every bucket as Pallas kernels that each write many parameter leaves and
-    moment buffers in place (`_pallas.multi_tensor`): new leaves, new buffers per bucket."""
-    from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
-
-    order: list[int] = []
-    bodies: list[Callable] = []
-    where: list[list[tuple[int, int]]] = []
+def _pallas_layout(buckets, p_leaves, state_buffers, by_size=False):
+    """The leaves in kernel order (bucket by bucket, or largest first with `by_size`, so that
+    same-sized leaves are neighbours), each leaf's bucket, and where its buffers sit in the flat
+    storage arrays (`_pallas.multi_tensor`'s `where`)."""
+    entries: list[tuple[int, int, list[tuple[int, int]]]] = []
     storage: list[jax.Array] = []
-    for bucket, bufs in zip(buckets, state_buffers, strict=True):
-        body = pass_.body(bucket, jnp.result_type(*[g_leaves[i] for i in bucket.members]))
+    for b, (bucket, bufs) in enumerate(zip(buckets, state_buffers, strict=True)):
         first, start = len(storage), 0
-        storage += [b.reshape(-1) for b in bufs]
+        storage += [x.reshape(-1) for x in bufs]
         for i in bucket.members:
-            order.append(i)
-            bodies.append(body)
-            where.append([(first + b, start) for b in range(len(bufs))])
+            entries.append((i, b, [(first + n, start) for n in range(len(bufs))]))
             start += p_leaves[i].size
-    leaves = [[p_leaves[i] for i in order], [g_leaves[i] for i in order]]
-    new, storage = _pallas.multi_tensor(bodies, leaves, storage, where, pass_.scalars(count))
-    new_leaves: list = [None] * len(p_leaves)
+    if by_size:
+        entries.sort(key=lambda e: -p_leaves[e[0]].size)
+    order, bucket_of, where = (list(x) for x in zip(*entries, strict=True))
+    return order, bucket_of, where, storage
+
+
+def _unflatten(order, new, n_leaves, state_buffers, storage):
+    """New leaves back in tree order and the storage arrays back in each bucket's shapes."""
+    new_leaves: list = [None] * n_leaves
     for i, leaf in zip(order, new, strict=True):
         new_leaves[i] = leaf
     new_buffers, at = [], 0
@@ -278,6 +290,87 @@ def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers
         new_buffers.append(tuple(x.reshape(b.shape) for x, b in zip(storage[at:], bufs, strict=False)))
         at += len(bufs)
     return new_leaves, new_buffers
+
+
+def _g_dtype(g_leaves, bucket):
+    return jnp.result_type(*[g_leaves[i] for i in bucket.members])
+
+
+def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers):
+    """The pass over every bucket as Pallas kernels that each write many parameter leaves and
+    moment buffers in place (`_pallas.multi_tensor`): new leaves, new buffers per bucket."""
+    from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
+
+    order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers)
+    bodies = [pass_.body(buckets[b], _g_dtype(g_leaves, buckets[b])) for b in bucket_of]
+    leaves = [[p_leaves[i] for i in order], [g_leaves[i] for i in order]]
+    out = _pallas.multi_tensor(bodies, leaves, storage, where, pass_.scalars(count))
+    return _unflatten(order, out.leaves, len(p_leaves), state_buffers, out.storage)
+
+
+def _leaf_sums(sums: jax.Array, blocks: tuple[int, ...]) -> list[list[jax.Array]]:
+    """Block sums (n, blocks in all) as one (leaves, blocks) array per sum, per run of leaves
+    with the same number of blocks."""
+    return [
+        [row[start : start + rows * size].reshape(rows, size) for row in sums]
+        for start, rows, size in _runs(blocks, blocks)
+    ]
+
+
+def _perp_with_pallas(pass_: _Pass, renormalize: bool) -> Callable:
+    """⊥Grad, then the pass, as two rounds of multi-tensor Pallas kernels: one reading g and w for
+    the per-leaf coefficients (`_compensated.block_sums`: each block's partial sums; a few small
+    XLA reductions finish them, `_compensated.from_blocks`), then the pass, which projects and
+    rescales each gradient block before its elementwise update. 2 + the pass's buffers."""
+
+    def run(count, p_leaves, g_leaves, buckets, state_buffers):
+        from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
+
+        order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers, by_size=True)
+        ps, gs = [p_leaves[i] for i in order], [g_leaves[i] for i in order]
+        stats = _pallas.multi_tensor(
+            [lambda w, g: block_sums(w, g, _TINY)] * len(order),
+            [ps, gs],
+            [],
+            [[]] * len(order),
+            [],
+            n_sums=BLOCK_SUMS,
+            write_leaves=False,
+        )
+        assert stats.sums is not None
+        parts = [from_blocks(span, _TINY) for span in _leaf_sums(stats.sums, stats.blocks)]
+        leaf = Projection(*(jnp.concatenate(x) for x in zip(*parts, strict=True)))
+        scale = _rescaling(leaf.g_sq, leaf.perp_sq, jnp.float32) if renormalize else jnp.ones_like(leaf.g_sq)
+        bodies = [
+            _projecting(
+                pass_.body(buckets[b], _g_dtype(g_leaves, buckets[b])), _g_dtype(g_leaves, buckets[b])
+            )
+            for b in bucket_of
+        ]
+        out = _pallas.multi_tensor(
+            bodies,
+            [ps, gs],
+            storage,
+            where,
+            pass_.scalars(count),
+            leaf_scalars=jnp.stack([leaf.c_hi, leaf.c_lo, scale], axis=1),
+        )
+        return _unflatten(order, out.leaves, len(p_leaves), state_buffers, out.storage)
+
+    return run
+
+
+def _projecting(body: Callable, g_dtype) -> Callable:
+    """`body(p, g, ...)` taking g - (c_hi + c_lo) p, rescaled, in place of g (three per-leaf
+    scalars last): ⊥Grad inside the elementwise kernel, with `_projected`'s roundings."""
+
+    def f(p, g, *rest):
+        *others, c_hi, c_lo, scale = rest
+        compute = jnp.promote_types(g.dtype, jnp.float32)
+        g_perp = residual(g.astype(compute), p.astype(compute), c_hi, c_lo) * scale
+        return body(p, g_perp.astype(g_dtype), *others)
+
+    return f
 
 
 def _kernels_run_here() -> bool:
@@ -297,11 +390,16 @@ def _fused(
     adapt_mask: Any = None,
     name: str,
     kernel: str = "xla",
+    pallas: Callable | None = None,
 ) -> FusedOptimizer:
     """`rule(count, p_leaves, g_leaves, bucket, buffers) -> (new flat p, new buffers)` per bucket,
-    or an elementwise `_Pass` (which `kernel="pallas"` runs as Pallas kernels on GPUs)."""
+    or an elementwise `_Pass`. With `kernel="pallas"`, where Pallas kernels run, the step is
+    `pallas(count, p_leaves, g_leaves, buckets, state_buffers) -> (new leaves, new buffers)`
+    instead (a `_Pass` defaults to `_with_pallas`), for leaves of at most 32 bits."""
     pass_ = rule if isinstance(rule, _Pass) else None
     bucket_rule = rule if pass_ is None else _pass_rule(pass_)
+    if pallas is None and pass_ is not None:
+        pallas = partial(_with_pallas, pass_)
 
     def masks(params):
         decay = _mask_leaves(
@@ -333,10 +431,9 @@ def _fused(
                 f"state was made for a different params layout ({len(state.buffers)} buckets, "
                 f"these params give {len(buckets)}): call init(params) again"
             )
-        if pass_ is not None and kernel == "pallas" and _kernels_run_here():
-            new_leaves, new_buffers = _with_pallas(
-                pass_, state.count, p_leaves, g_leaves, buckets, state.buffers
-            )
+        narrow = all(jnp.dtype(x.dtype).itemsize <= 4 for x in p_leaves + g_leaves)
+        if pallas is not None and kernel == "pallas" and narrow and _kernels_run_here():
+            new_leaves, new_buffers = pallas(state.count, p_leaves, g_leaves, buckets, state.buffers)
         else:
             new_leaves, new_buffers = [None] * len(p_leaves), []
             for bucket, buffers in zip(buckets, state.buffers, strict=True):
@@ -369,9 +466,14 @@ def _adam_direction(g32, m, v, *, b1, b2, eps, eps_root, bc1, bc2, mu_dtype):
     """optax.scale_by_adam on one buffer: the new moments (in their dtypes) and m_hat/(sqrt(v_hat)+eps)."""
     m_new = ((1 - b1) * g32 + b1 * m.astype(jnp.float32)).astype(mu_dtype or m.dtype)
     v_new = ((1 - b2) * jnp.square(g32) + b2 * v.astype(jnp.float32)).astype(v.dtype)
-    m_hat = (m_new.astype(jnp.float32) / bc1).astype(m_new.dtype).astype(jnp.float32)
-    v_hat = (v_new.astype(jnp.float32) / bc2).astype(v_new.dtype).astype(jnp.float32)
-    return m_new, v_new, m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+    return m_new, v_new, _adam_ratio(m_new, v_new, bc1=bc1, bc2=bc2, eps=eps, eps_root=eps_root)
+
+
+def _adam_ratio(m, v, *, bc1, bc2, eps, eps_root):
+    """m_hat/(sqrt(v_hat)+eps) from the new moments, with optax's roundings."""
+    m_hat = (m.astype(jnp.float32) / bc1).astype(m.dtype).astype(jnp.float32)
+    v_hat = (v.astype(jnp.float32) / bc2).astype(v.dtype).astype(jnp.float32)
+    return m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
 
 
 def _adamw_pass(learning_rate, b1, b2, eps, eps_root, weight_decay, mu_dtype) -> _Pass:
@@ -409,12 +511,15 @@ def _projected(bucket, like, p, g, renormalize):
     c_lo = _per_element([s.c_lo for s in stats], spans, bucket)
     g_perp = residual(g.astype(compute), p.astype(compute), c_hi, c_lo)
     if renormalize:
-        cap_sq = float(jnp.finfo(compute).eps) ** -1.5
-        scale = [
-            jnp.sqrt(s.g_sq) / (jnp.sqrt(jnp.maximum(s.perp_sq, s.g_sq / cap_sq)) + _TINY) for s in stats
-        ]
+        scale = [_rescaling(s.g_sq, s.perp_sq, compute) for s in stats]
         g_perp = g_perp * _per_element(scale, spans, bucket)
     return g_perp
+
+
+def _rescaling(g_sq, perp_sq, compute):
+    """||g|| / ||g_perp||, capped at eps^(-3/4) (`perpgrad`'s documented rule)."""
+    cap_sq = float(jnp.finfo(compute).eps) ** -1.5
+    return jnp.sqrt(g_sq) / (jnp.sqrt(jnp.maximum(perp_sq, g_sq / cap_sq)) + _TINY)
 
 
 def fused_adam(
@@ -471,10 +576,12 @@ def fused_perp_adamw(
     mask: Any = None,
     *,
     renormalize: bool = True,
+    kernel: str = "xla",
 ) -> FusedOptimizer:
     """⊥AdamW (Prieto et al., ICLR 2025) as a fused step: equals `jaxdl.optim.perp_adamw` followed
     by `optax.apply_updates`, to float32 rounding. One compensated reduction per leaf (small
     same-shaped leaves share it) and one elementwise pass per bucket: 9 buffers.
+    `kernel="pallas"`: both as multi-tensor Pallas kernels on GPUs (module docstring).
 
     Example:
       >>> import jax.numpy as jnp
@@ -488,17 +595,18 @@ def fused_perp_adamw(
     check_nonnegative("learning_rate", learning_rate)
     check_nonnegative("weight_decay", weight_decay)
     check_adam(b1, b2, eps, eps_root)
+    _check_kernel(kernel)
     if not isinstance(renormalize, bool):
         raise TypeError(f"renormalize must be a bool, got {renormalize!r}")
+    pass_ = _adamw_pass(learning_rate, b1, b2, eps, eps_root, weight_decay, mu_dtype)
     return _fused(
         2,
         lambda dtype: (mu_dtype or dtype, dtype),
-        _pass_rule(
-            _adamw_pass(learning_rate, b1, b2, eps, eps_root, weight_decay, mu_dtype),
-            lambda bucket, like, p, g: _projected(bucket, like, p, g, renormalize),
-        ),
+        _pass_rule(pass_, lambda bucket, like, p, g: _projected(bucket, like, p, g, renormalize)),
         decay_mask=mask,
         name="perp_adamw",
+        kernel=kernel,
+        pallas=_perp_with_pallas(pass_, renormalize),
     )
 
 
@@ -511,10 +619,13 @@ def fused_perp_sgd(
     momentum: jax.typing.ArrayLike = 0.0,
     *,
     renormalize: bool = True,
+    kernel: str = "xla",
 ) -> FusedOptimizer:
     """⊥SGD (Prieto et al., ICLR 2025) as a fused step: equals `jaxdl.optim.perp_sgd(learning_rate,
     momentum)` followed by `optax.apply_updates`, to float32 rounding (heavy-ball momentum
-    t = g_perp + momentum * t, as `optax.trace`; the trace is kept even at momentum 0).
+    t = g_perp + momentum * t, as `optax.trace`; the trace is kept even at momentum 0). One
+    reduction over g and w, then one pass reading p, g, t and writing p, t: 7 buffers.
+    `kernel="pallas"`: both as multi-tensor Pallas kernels on GPUs (module docstring).
 
     Example:
       >>> import jax.numpy as jnp
@@ -527,18 +638,29 @@ def fused_perp_sgd(
     """
     check_nonnegative("learning_rate", learning_rate)
     check_beta("momentum", momentum)
+    _check_kernel(kernel)
     if not isinstance(renormalize, bool):
         raise TypeError(f"renormalize must be a bool, got {renormalize!r}")
 
-    def rule(count, p_leaves, g_leaves, bucket, buffers):
-        lr = _scalar(learning_rate, count)
-        p, g = _gather(p_leaves, bucket), _gather(g_leaves, bucket)
-        (trace,) = buffers
-        g_perp = _projected(bucket, p_leaves, p, g, renormalize).astype(g.dtype)
-        t = (g_perp.astype(jnp.float32) + momentum * trace.astype(jnp.float32)).astype(g.dtype)
-        return _apply(p, -lr * t.astype(jnp.float32), g.dtype), (t.astype(trace.dtype),)
+    def scalars(count):
+        return (_scalar(learning_rate, count),)
 
-    return _fused(1, lambda dtype: (dtype,), rule, name="perp_sgd")
+    def body(bucket, g_dtype):
+        def f(p, g_perp, trace, lr):  # g_perp: the projected gradient, in the gradient's dtype
+            t = (g_perp.astype(jnp.float32) + momentum * trace.astype(jnp.float32)).astype(g_dtype)
+            return _apply(p, -lr * t.astype(jnp.float32), g_dtype), t.astype(trace.dtype)
+
+        return f
+
+    pass_ = _Pass(scalars, body)
+    return _fused(
+        1,
+        lambda dtype: (dtype,),
+        _pass_rule(pass_, lambda bucket, like, p, g: _projected(bucket, like, p, g, renormalize)),
+        name="perp_sgd",
+        kernel=kernel,
+        pallas=_perp_with_pallas(pass_, renormalize),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -632,11 +754,14 @@ def fused_lamb(
     weight_decay_mask: Any = None,
     trust_ratio_mask: Any = None,
     mu_dtype: jax.typing.DTypeLike | None = None,
+    *,
+    kernel: str = "xla",
 ) -> FusedOptimizer:
     """LAMB (You et al. 2020, Alg. 2) as a fused step: equals `jaxdl.optim.lamb` with the same
     arguments followed by `optax.apply_updates`, to float32 rounding. Two passes per bucket:
     the moments and the per-leaf norms (reads p, g, m, v; writes m, v), then the step (reads p, m,
     v; writes p): 10 buffers. (`max_grad_norm` is not offered: clip the gradients first.)
+    `kernel="pallas"`: both passes as multi-tensor Pallas kernels on GPUs (module docstring).
 
     Example:
       >>> import jax.numpy as jnp
@@ -650,28 +775,83 @@ def fused_lamb(
     check_nonnegative("learning_rate", learning_rate)
     check_nonnegative("weight_decay", weight_decay)
     check_adam(b1, b2, eps, eps_root)
+    _check_kernel(kernel)
 
-    def rule(count, p_leaves, g_leaves, bucket, buffers):
+    hyper = dict(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
+
+    def scalars(count):
         lr, wd = _scalar(learning_rate, count), _scalar(weight_decay, count)
-        bc1, bc2 = _bias_corrections(count, b1, b2)
-        p, g = _gather(p_leaves, bucket), _gather(g_leaves, bucket)
-        g_dtype = g.dtype
-        m, v = buffers
-        hyper = dict(b1=b1, b2=b2, eps=eps, eps_root=eps_root, bc1=bc1, bc2=bc2, mu_dtype=mu_dtype)
-        m_new, v_new, r = _adam_direction(g.astype(jnp.float32), m, v, **hyper)
+        return (lr, wd, *_bias_corrections(count, b1, b2))
+
+    def decayed(r, p, bucket, wd, g_dtype):
         r = r.astype(g_dtype).astype(jnp.float32)
         if bucket.decay:
             r = (r + wd * p.astype(jnp.float32)).astype(g_dtype).astype(jnp.float32)
+        return r
+
+    def rule(count, p_leaves, g_leaves, bucket, buffers):
+        lr, wd, bc1, bc2 = scalars(count)
+        p, g = _gather(p_leaves, bucket), _gather(g_leaves, bucket)
+        g_dtype = g.dtype
+        m, v = buffers
+        m_new, v_new, r = _adam_direction(g.astype(jnp.float32), m, v, bc1=bc1, bc2=bc2, **hyper)
+        r = decayed(r, p, bucket, wd, g_dtype)
         if bucket.adapt:
             spans = _spans(bucket, p_leaves)
             r_norms = [jnp.sqrt(jnp.sum(x * x, axis=1)) for x in _rows(r, spans)]
             p_norms = [jnp.sqrt(jnp.sum(x * x, axis=1)) for x in _rows(p.astype(jnp.float32), spans)]
-            ratios = [
-                jnp.where((pn != 0) & (rn != 0), pn / jnp.where(rn != 0, rn, 1), 1.0)
-                for pn, rn in zip(p_norms, r_norms, strict=True)
-            ]
+            ratios = [_trust_ratio(pn, rn) for pn, rn in zip(p_norms, r_norms, strict=True)]
             r = (r * _per_element(ratios, spans, bucket)).astype(g_dtype).astype(jnp.float32)
         return _apply(p, -lr * r, g_dtype), (m_new, v_new)
+
+    def moments_and_norms(bucket, g_dtype):  # pass 1: reads p, g, m, v; writes m, v
+        def f(p, g, m, v, lr, wd, bc1, bc2):
+            m_new, v_new, r = _adam_direction(g.astype(jnp.float32), m, v, bc1=bc1, bc2=bc2, **hyper)
+            r, p32 = decayed(r, p, bucket, wd, g_dtype), p.astype(jnp.float32)
+            return m_new, v_new, jnp.sum(p32 * p32), jnp.sum(r * r)
+
+        return f
+
+    def apply_step(bucket, g_dtype):  # pass 2: reads p, m, v; writes p
+        def f(p, m, v, lr, wd, bc1, bc2, ratio):
+            ratio_ = dict(bc1=bc1, bc2=bc2, eps=eps, eps_root=eps_root)
+            r = decayed(_adam_ratio(m, v, **ratio_), p, bucket, wd, g_dtype)
+            if bucket.adapt:
+                r = (r * ratio).astype(g_dtype).astype(jnp.float32)
+            return (_apply(p, -lr * r, g_dtype),)
+
+        return f
+
+    def pallas(count, p_leaves, g_leaves, buckets, state_buffers):
+        from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
+
+        order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers, by_size=True)
+        ps, gs = [p_leaves[i] for i in order], [g_leaves[i] for i in order]
+        dtypes = [_g_dtype(g_leaves, buckets[b]) for b in bucket_of]
+        step_scalars = scalars(count)
+        first = _pallas.multi_tensor(
+            [moments_and_norms(buckets[b], d) for b, d in zip(bucket_of, dtypes, strict=True)],
+            [ps, gs],
+            storage,
+            where,
+            step_scalars,
+            n_sums=2,
+            write_leaves=False,
+        )
+        assert first.sums is not None
+        spans = _leaf_sums(first.sums, first.blocks)
+        p_sq, r_sq = (jnp.concatenate([jnp.sum(span[n], axis=1) for span in spans]) for n in (0, 1))
+        ratio = _trust_ratio(jnp.sqrt(p_sq), jnp.sqrt(r_sq))
+        second = _pallas.multi_tensor(
+            [apply_step(buckets[b], d) for b, d in zip(bucket_of, dtypes, strict=True)],
+            [ps],
+            first.storage,
+            where,
+            step_scalars,
+            leaf_scalars=ratio[:, None],
+            writes=[False] * len(storage),
+        )
+        return _unflatten(order, second.leaves, len(p_leaves), state_buffers, first.storage)
 
     return _fused(
         2,
@@ -680,7 +860,14 @@ def fused_lamb(
         decay_mask=weight_decay_mask,
         adapt_mask=trust_ratio_mask,
         name="lamb",
+        kernel=kernel,
+        pallas=pallas,
     )
+
+
+def _trust_ratio(p_norm, r_norm):
+    """||p|| / ||r||, 1 where either is 0 (optax.scale_by_trust_ratio)."""
+    return jnp.where((p_norm != 0) & (r_norm != 0), p_norm / jnp.where(r_norm != 0, r_norm, 1), 1.0)
 
 
 def _check_kernel(kernel: str) -> None:

@@ -15,6 +15,25 @@ def flat_params(rng, dtype=np.float64):
     }
 
 
+def tensor_params(rng, dtype=np.float64):
+    """flat_params without its scalar leaf: on a scalar the authors' ⊥Grad rescales round-off to
+    ||g|| (a random sign), which jaxdl caps instead; scalars are tested on their own."""
+    params = flat_params(rng, dtype)
+    del params["scale"]
+    return params
+
+
+def at_angle(degrees, n=4096, seed=0):
+    """float32 w and g = 3 (cos a w_hat + sin a u) with u a unit vector orthogonal to w."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=n) * 2.5
+    u = rng.normal(size=n)
+    u -= (u @ w) / (w @ w) * w
+    angle = np.deg2rad(degrees)
+    g = 3.0 * (np.cos(angle) * w / np.linalg.norm(w) + np.sin(angle) * u / np.linalg.norm(u))
+    return np.float32(g), np.float32(w)
+
+
 def gradient_sequence(rng, params, steps, dtype=np.float64):
     return [{k: rng.normal(size=np.shape(p)).astype(dtype) for k, p in params.items()} for _ in range(steps)]
 
