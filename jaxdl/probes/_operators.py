@@ -2,9 +2,12 @@
 
 A *vector* here is any pytree of float arrays shaped like a model's parameters, and an
 *operator* is a function ``matvec(v) -> A v`` between such pytrees. A *block* of vectors
-is the same pytree with one extra leading axis. Nothing is ever raveled into one flat
-array: every reduction is a sum of per-leaf reductions, so a 100M-parameter model keeps
-its leaves (and their shardings) as they are.
+is the same pytree with one extra leading axis. The tree operations work leaf by leaf (every
+reduction a sum of per-leaf reductions); the Krylov solvers (:mod:`jaxdl.probes.lanczos`, the
+power iteration) instead run on the raveled vector (:func:`flat_operator`), where each basis
+operation is one kernel rather than one per leaf, which on a GPU is most of a Lanczos step's cost
+for small models. Raveling concatenates the leaves: parameters sharded across devices (model
+parallelism) are gathered; replicated, data-parallel parameters are unaffected.
 
 Inner products use ``Precision.HIGHEST``: on GPUs the default float32 matmul precision
 is TF32-like, which is enough to break the orthogonality Lanczos relies on.
@@ -17,6 +20,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from jaxdl._typing import PyTree
 
@@ -126,6 +130,28 @@ def check_float_leaves(params: PyTree, name: str = "params") -> None:
             raise TypeError(
                 f"{name}{jax.tree_util.keystr(path)} must be a floating-point array, got {jnp.result_type(x)}"
             )
+
+
+def flat_operator(
+    matvec: Operator, like: PyTree
+) -> tuple[Callable[[jax.Array], jax.Array], Callable[[PyTree], jax.Array], Callable[[jax.Array], PyTree]]:
+    """The operator on raveled vectors: ``(v -> ravel(A unravel(v)), ravel, unravel)``.
+
+    The flat vector has the common dtype of the leaves of ``like`` (``jnp.result_type``), so
+    mixed precisions are stored at the widest one; ``unravel`` casts each leaf back to its dtype.
+
+    >>> op, ravel, unravel = flat_operator(lambda t: {"a": 2 * t["a"], "b": 3 * t["b"]}, {"a": jnp.ones(2), "b": jnp.ones(1)})
+    >>> op(jnp.array([1.0, 2.0, 3.0])).tolist(), unravel(jnp.arange(3.0))["b"].tolist()
+    ([2.0, 4.0, 9.0], [2.0])
+    """
+    dtype = jnp.result_type(*jax.tree.leaves(like))
+    _, unravel = ravel_pytree(like)
+
+    def ravel(tree: PyTree) -> jax.Array:
+        leaves = [jnp.ravel(x).astype(dtype) for x in jax.tree.leaves(tree)]
+        return leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves)
+
+    return lambda v: ravel(matvec(unravel(v))), ravel, unravel
 
 
 # ---- blocks: a pytree whose leaves carry one extra leading axis -------------------------------

@@ -161,10 +161,18 @@ def _top_eigenvalues_probe(curvature, k, method, num_iters, tol, which, params, 
 
 
 def _top_eigenvalues(matvec, params, key, k, method, num_iters, tol, which) -> EigenResult:
-    v0 = ops.tree_random_like(key, params, "normal")
+    # On the raveled vector (one kernel per basis operation; see jaxdl.probes.lanczos). The start
+    # vector is the draw of ops.tree_random_like, before it is cut into leaves.
+    flat_matvec, _, unravel = ops.flat_operator(matvec, params)
+    v0 = jax.random.normal(key, (ops.tree_size(params),), jnp.result_type(*jax.tree.leaves(params)))
+    res = _top_eigenvalues_flat(flat_matvec, v0, key, k, method, num_iters, tol, which)
+    return res._replace(eigenvectors=jax.vmap(unravel)(res.eigenvectors))
+
+
+def _top_eigenvalues_flat(matvec, v0, key, k, method, num_iters, tol, which) -> EigenResult:
     if method == "lanczos":
-        res = lz.lanczos(matvec, v0, num_iters, tol=tol, k=k, which=which)
-        pairs = lz.ritz_pairs(res.alphas, res.betas, res.num_steps, k, which)
+        res = lz._lanczos_flat(matvec, v0, num_iters, tol=tol, k=k, which=which)
+        pairs = lz._wanted_pairs(res.alphas, res.betas, res.num_steps, k, which)
         vectors = lz.ritz_vectors(res.basis, pairs.vectors)
         return EigenResult(pairs.values, vectors, pairs.residuals, res.num_steps)
     if which == "magnitude":
@@ -298,6 +306,11 @@ def hessian_trace(
 def _trace_probe(curvature, num_samples, method, distribution, vectors_per_step, params, batch, key):
     _check_params(params)
     matvec = curvature_operator(curvature, params, batch)
+    return _trace_estimate(matvec, params, key, num_samples, method, distribution, vectors_per_step)
+
+
+def _trace_estimate(matvec, params, key, num_samples, method, distribution, vectors_per_step) -> TraceResult:
+    """Hutchinson or Hutch++ with the operator ``matvec`` (the body of :func:`hessian_trace`)."""
     apply_block = lambda block: jax.lax.map(matvec, block, batch_size=vectors_per_step)
     draw = lambda k, n: jax.vmap(lambda kk: ops.tree_random_like(kk, params, distribution))(
         jax.random.split(k, n)
@@ -435,9 +448,12 @@ def _density_probe(
     _check_params(params)
     matvec = curvature_operator(curvature, params, batch)
 
+    flat_matvec, _, _ = ops.flat_operator(matvec, params)
+    size, dtype = ops.tree_size(params), jnp.result_type(*jax.tree.leaves(params))
+
     def one_run(run_key):
-        v0 = ops.tree_random_like(run_key, params, "rademacher")
-        res = lz.lanczos(matvec, v0, lanczos_steps)
+        v0 = jax.random.rademacher(run_key, (size,), dtype)  # ops.tree_random_like before the cut
+        res = lz._lanczos_flat(flat_matvec, v0, lanczos_steps)
         theta, s = jnp.linalg.eigh(lz.tridiagonal(res.alphas, res.betas))
         return theta, s[0] ** 2
 

@@ -28,20 +28,19 @@ Two ways to keep the monitor cheap, both measured on an H200 (``benchmarks/RESUL
 
 - :func:`monitored_steps`: one record, then ``every`` steps in a ``lax.scan``. XLA's GPU
   conditional reads its predicate on the host, so a step that contains the monitor under
-  ``lax.cond`` waits for the device at every step (2.2 times the unmonitored loop); a scan
-  has a static trip count and no conditional, and the host dispatches one program per chunk.
-  The monitored chunks ran in 0.84 times the unmonitored step-by-step loop (1.33 times the
-  same chunks without the monitor).
+  ``lax.cond`` waits for the device at every step; a scan has a static trip count and no
+  conditional, and the host dispatches one program per chunk.
 - Warm start: pass a :class:`MonitorState` (``monitor.init(params)``) and the sharpness's
   Lanczos starts from the last record's top Ritz vector, so a few steps (5 instead of 20)
-  suffice once training has settled: the sharpness alone took 1.15 ms instead of 5.4 ms, and
-  after the first two records it stayed within 0.6% of 20 cold steps.
+  suffice once training has settled.
 
-The sharpness's Lanczos runs on the raveled parameter vector with a static trip count, and
-its Ritz pair comes from :func:`jaxdl.probes.lanczos.largest_ritz_pair` (no cuSOLVER call):
-no host synchronisation inside the probe. (Raveling concatenates the leaves: parameters
-sharded across devices, as in model parallelism, would be gathered; data-parallel replicated
-parameters are unaffected.)
+Inside a record, one ``jax.linearize`` of the gradient serves the gradient (its primal output)
+and every Hessian-vector product (its tangent part); the sharpness uses the general Lanczos
+path of :mod:`jaxdl.probes.lanczos` (raveled vector, static trip count, straight-line code for a
+few steps, Ritz pair by squaring), and the NTK's extreme eigenvalues come from squaring too: no
+host synchronisation and no cuSOLVER call in a record. (Raveling concatenates the leaves:
+parameters sharded across devices, as in model parallelism, would be gathered; data-parallel
+replicated parameters are unaffected.)
 """
 
 from __future__ import annotations
@@ -52,14 +51,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 from jaxdl._typing import PyTree
 from jaxdl.probes import _operators as ops
 from jaxdl.probes import hessian as _hessian
 from jaxdl.probes import lanczos as _lanczos
 from jaxdl.probes import ntk as _ntk
-from jaxdl.probes.curvature import curvature_operator
+from jaxdl.probes.curvature import _check_nonempty, _scalar
 
 __all__ = [
     "MonitorRecord",
@@ -162,8 +160,8 @@ class TrainingMonitor:
         self.apply_fn = apply_fn
         self.ntk_inputs = ntk_inputs
         self.ntk_implementation = ntk_implementation
-        # jitted once per input shapes; inlined when the monitor runs inside the caller's jit
-        self._sharpness = jax.jit(lambda p, b, k, st: _sharpness(loss_fn, p, b, k, num_iters, st))
+        # the whole record, jitted once per input shapes; inlined when called inside the caller's jit
+        self._record = jax.jit(lambda p, b, k, step, g, st: _record(self, p, b, k, step, g, st))
 
     def __call__(
         self,
@@ -224,8 +222,8 @@ class TrainingMonitor:
     ) -> Any:
         """Run every enabled probe now (no ``lax.cond``): for calls at host-chosen steps.
 
-        The sharpness probe is jitted once per input shapes (eager calls reuse the program;
-        inside the caller's ``jax.jit`` everything is traced into the caller's program). With ``state`` it returns
+        The record is one program, jitted once per input shapes (eager calls reuse it; inside
+        the caller's ``jax.jit`` it is traced into the caller's program). With ``state`` it returns
         ``(record, state)`` and starts Lanczos from ``state.vector`` (see :class:`MonitorState`).
 
         >>> monitor = training_monitor(lambda w, _: jnp.sum(w**2), learning_rate=0.5, num_iters=2)
@@ -236,41 +234,9 @@ class TrainingMonitor:
             raise TypeError(
                 f"state must be a MonitorState (from monitor.init(params)) or None, got {state!r}"
             )
-        from jaxdl.losses import softmax_collapse_fraction
-        from jaxdl.optim import nlm_alignment
-
-        dtype = _float_dtype(params)
-        nan = jnp.full((), jnp.nan, dtype)
-        eta = self.learning_rate(jnp.asarray(step)) if callable(self.learning_rate) else self.learning_rate
-        eta = jnp.asarray(eta, dtype)
-        eig_key, trace_key = jax.random.split(key)
-        sharpness = sharpness_ratio = trace = trace_ratio = collapse = ntk_max = ntk_cond = nan
-        if self.num_iters:
-            sharpness, vector = self._sharpness(params, batch, eig_key, state)
-            sharpness_ratio = eta * sharpness / (2.0 + 2.0 * self.momentum)
-            if state is not None:
-                state = MonitorState(vector)
-        if self.num_samples:
-            trace = _hessian.hessian_trace(
-                self.loss_fn, params, batch, key=trace_key, num_samples=self.num_samples
-            ).trace
-            trace_ratio = eta * trace / 2.0
-        if grads is None:
-            grads = jax.grad(self.loss_fn)(params, batch)
-        alignment = nlm_alignment(grads, params).overall
-        if self.logits_fn is not None:
-            collapse = softmax_collapse_fraction(self.logits_fn(params, batch))
-        if self.apply_fn is not None and self.ntk_inputs is not None:
-            theta = _ntk.empirical_ntk(
-                self.apply_fn, params, self.ntk_inputs, implementation=self.ntk_implementation
-            )
-            eigenvalues = jnp.linalg.eigvalsh(theta)
-            ntk_max = eigenvalues[-1]
-            smallest = eigenvalues[0]
-            ntk_cond = jnp.where(smallest > 0, ntk_max / jnp.where(smallest > 0, smallest, 1.0), jnp.inf)
-        values = (sharpness, sharpness_ratio, trace, trace_ratio, alignment, collapse, ntk_max, ntk_cond)
-        record = MonitorRecord(jnp.asarray(True), *(jnp.asarray(v, dtype) for v in values))
-        return record if state is None else (record, state)
+        _float_dtype(params)
+        _check_nonempty(batch)
+        return self._record(params, batch, key, jnp.asarray(step), grads, state)
 
     def empty(self, dtype: jax.typing.DTypeLike = jnp.float32) -> MonitorRecord:
         """The record of a step that does not probe: ``computed=False`` and NaN everywhere.
@@ -298,14 +264,14 @@ def training_monitor(
 ) -> TrainingMonitor:
     """A monitor that a jitted train step calls every step; it probes every ``every`` steps.
 
-    Each probing step costs ``num_iters + num_samples`` Hessian-vector products (about two
-    gradients each; the ``num_iters`` Lanczos ones in sequence, the trace's in one batch), one
-    gradient when the step does not pass its own, a forward pass for the logits and one
-    empirical NTK of the probe inputs. The monitor compiles as part of the train step that
-    calls it, both branches of its ``lax.cond`` in the one program; :meth:`TrainingMonitor.compute`
-    called eagerly reuses jitted probes (compiled once per shapes). On a GPU, see
-    :func:`monitored_steps` and the warm start (:class:`MonitorState`) for the cheap ways to
-    call it.
+    Each probing step costs one linearisation of the gradient (a gradient; it also serves as the
+    gradient when the step passes none), ``num_iters + num_samples`` tangent passes of it (the
+    Hessian-vector products: the ``num_iters`` Lanczos ones in sequence, the trace's in one
+    ``vmap``), a forward pass for the logits and one empirical NTK of the probe inputs. The
+    monitor compiles as part of the train step that calls it, both branches of its ``lax.cond``
+    in the one program; :meth:`TrainingMonitor.compute` called eagerly reuses one jitted record
+    program (compiled once per shapes). On a GPU, see :func:`monitored_steps` and the warm start
+    (:class:`MonitorState`) for the cheap ways to call it.
 
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar``, the mean training loss.
@@ -390,28 +356,75 @@ def _float_dtype(params: PyTree) -> Any:
     return jnp.result_type(*leaves)
 
 
+def _record(monitor: TrainingMonitor, params, batch, key, step, grads, state) -> Any:
+    """The body of :meth:`TrainingMonitor.compute` (traced once per input shapes).
+
+    One ``jax.linearize`` of the gradient serves every probe: the gradient is its primal output
+    (when the step passes none), and each Hessian-vector product of the sharpness's Lanczos and
+    of the trace's Hutchinson probes replays only its tangent (linear) part.
+    """
+    from jaxdl.losses import softmax_collapse_fraction
+    from jaxdl.optim import nlm_alignment
+
+    dtype = _float_dtype(params)
+    nan = jnp.full((), jnp.nan, dtype)
+    eta = monitor.learning_rate(step) if callable(monitor.learning_rate) else monitor.learning_rate
+    eta = jnp.asarray(eta, dtype)
+    eig_key, trace_key = jax.random.split(key)
+    sharpness = sharpness_ratio = trace = trace_ratio = collapse = ntk_max = ntk_cond = nan
+    gradient, hvp = jax.linearize(jax.grad(lambda p: _scalar(monitor.loss_fn(p, batch))), params)
+    if monitor.num_iters:
+        sharpness, vector = _sharpness_from(hvp, params, eig_key, monitor.num_iters, state)
+        sharpness_ratio = eta * sharpness / (2.0 + 2.0 * monitor.momentum)
+        if state is not None:
+            state = MonitorState(vector)
+    if monitor.num_samples:
+        trace = _hessian._trace_estimate(
+            hvp, params, trace_key, monitor.num_samples, "hutchinson", "rademacher", monitor.num_samples
+        ).trace
+        trace_ratio = eta * trace / 2.0
+    alignment = nlm_alignment(gradient if grads is None else grads, params).overall
+    if monitor.logits_fn is not None:
+        collapse = softmax_collapse_fraction(monitor.logits_fn(params, batch))
+    if monitor.apply_fn is not None and monitor.ntk_inputs is not None:
+        theta = _ntk.empirical_ntk(
+            monitor.apply_fn, params, monitor.ntk_inputs, implementation=monitor.ntk_implementation
+        )
+        # both ends by squaring, not eigvalsh (a cuSOLVER call: 0.38 ms on an H200 for 32 x 32)
+        smallest, ntk_max = _lanczos._extreme_eigenvalues(theta)
+        ntk_cond = jnp.where(smallest > 0, ntk_max / jnp.where(smallest > 0, smallest, 1.0), jnp.inf)
+    values = (sharpness, sharpness_ratio, trace, trace_ratio, alignment, collapse, ntk_max, ntk_cond)
+    record = MonitorRecord(jnp.asarray(True), *(jnp.asarray(v, dtype) for v in values))
+    return record if state is None else (record, state)
+
+
+def _sharpness_from(
+    hvp: Callable[[PyTree], PyTree], params: PyTree, key: jax.Array, num_iters: int, state: Any
+) -> tuple[jax.Array, PyTree]:
+    """``lambda_max`` by ``num_iters`` Lanczos steps with the operator ``hvp``, and its Ritz vector.
+
+    The general Lanczos path (:mod:`jaxdl.probes.lanczos`): the raveled vector, a static trip
+    count (straight-line code for a few steps), the Ritz pair by squaring. With a ``state`` the
+    start vector is the last record's Ritz vector (random before the first record).
+    """
+    flat_hvp, ravel, unravel = ops.flat_operator(hvp, params)
+    v0 = jax.random.normal(key, (ops.tree_size(params),), _float_dtype(params))
+    if state is not None:
+        previous = ravel(state.vector)
+        v0 = jnp.where(jnp.any(previous != 0), previous, v0)
+    res = _lanczos._lanczos_flat(flat_hvp, v0, num_iters)
+    top, s, _ = _lanczos._top_ritz_pair(res.alphas, res.betas, res.alphas.shape[0], None)
+    if state is None:
+        return top, None
+    return top, unravel(jnp.matmul(s, res.basis[:-1], precision=jax.lax.Precision.HIGHEST))
+
+
 def _sharpness(
     loss_fn: Callable, params: PyTree, batch: PyTree, key: jax.Array, num_iters: int, state: Any
 ) -> tuple[jax.Array, PyTree]:
-    """``lambda_max`` of the loss Hessian by ``num_iters`` Lanczos steps, and its Ritz vector.
-
-    Lanczos runs on the raveled parameter vector (one array: each basis operation is one
-    kernel instead of one per leaf, which on a GPU is most of a step's cost for small models),
-    with a static trip count (no host synchronisation) and the Ritz pair of ``T`` from
-    :func:`jaxdl.probes.lanczos.largest_ritz_pair` (no cuSOLVER call). With a ``state`` the
-    start vector is the last record's Ritz vector (random before the first record).
-    """
-    flat, unravel = ravel_pytree(params)
-    v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    if state is not None:
-        previous = ravel_pytree(state.vector)[0].astype(flat.dtype)
-        v0 = jnp.where(jnp.any(previous != 0), previous, v0)
-    hessian = curvature_operator(loss_fn, params, batch)
-    res = _lanczos.lanczos(lambda v: ravel_pytree(hessian(unravel(v)))[0], v0, num_iters)
-    top, s = _lanczos.largest_ritz_pair(res.alphas, res.betas)
-    if state is None:
-        return top, None
-    return top, unravel(ops.block_combine(res.basis, jnp.concatenate([s, jnp.zeros((1,), s.dtype)])))
+    """The sharpness probe alone (its own linearisation), as the monitor computes it."""
+    _, hvp = jax.linearize(jax.grad(lambda p: _scalar(loss_fn(p, batch))), params)
+    return _sharpness_from(hvp, params, key, num_iters, state)
 
 
 class MonitoredSteps(NamedTuple):

@@ -157,3 +157,56 @@ def test_largest_ritz_pair_matches_numpy_eigh(x64, rng):
         np.testing.assert_allclose(t @ vector, values[-1] * vector, atol=1e-6 * np.abs(values).max())
     value, vector = pair(jnp.zeros(4), jnp.zeros(4))  # T = 0: eigenvalue 0, any unit vector
     assert float(value) == 0.0 and float(jnp.linalg.norm(vector)) == 1.0
+
+
+def test_largest_ritz_pair_squarings_reach_float32_rounding():
+    """The Rayleigh-quotient error after n squarings peaks at the relative gap 1 / 2^(n+1)
+    (g (1-g)^(2^(n+1)) at most 1 / (e 2^(n+1))). The dtype's default n puts that gap below float32
+    resolution; at the worst gap of 12 squarings (the former fixed count), which err there by
+    ~1e-4 relative, the default is exact to rounding."""
+    m = 20
+    n = lz._default_squarings(m, jnp.float32)
+    assert 2.0 / 2.0 ** (n + 1) < np.finfo(np.float32).eps  # lambda_max - lo = 2 below
+    gap = 2.0 / 2.0**13
+    alphas, betas = np.zeros(m, np.float32), np.zeros(m, np.float32)
+    alphas[:3] = [1.0 - gap / 2, 1.0 - gap / 2, -1.0]  # [[a, b], [b, a]]: eigenvalues 1 and 1 - gap,
+    betas[0] = gap / 2  # eigenvectors (1, ±1) / sqrt(2), so every column of B^(2^n) mixes them
+    value, _ = jax.jit(lz.largest_ritz_pair)(jnp.asarray(alphas), jnp.asarray(betas))
+    assert abs(float(value) - 1.0) <= 2 * np.finfo(np.float32).eps
+    coarse, _ = lz.largest_ritz_pair(jnp.asarray(alphas), jnp.asarray(betas), squarings=12)
+    assert 2e-5 < 1.0 - float(coarse) < 1e-4
+
+
+def test_wanted_pairs_for_one_pair_equal_eigh_route_with_traced_size(x64, sym, rng):
+    """k = 1 by squaring (largest and smallest) equals ritz_pairs (eigh) on a leading block, under jit."""
+    res = lz.lanczos(_operator(sym), _split(jnp.asarray(rng.normal(size=24))), 12)
+    for which in ("algebraic", "smallest"):
+        for n in (1, 5, 12):
+            fast = jax.jit(lambda n, w=which: lz._wanted_pairs(res.alphas, res.betas, n, 1, w))(n)
+            slow = lz.ritz_pairs(res.alphas, res.betas, n, 1, which)
+            np.testing.assert_allclose(fast.values, slow.values, rtol=1e-12)
+            np.testing.assert_allclose(np.abs(fast.vectors), np.abs(slow.vectors), atol=1e-7)
+            np.testing.assert_allclose(fast.residuals, slow.residuals, rtol=1e-6, atol=1e-12)
+            assert not np.any(fast.vectors[n:])  # zero past the active block
+
+
+def test_two_breakdowns_restart_in_new_directions(x64):
+    """diag(1, 1, 1, 2, 2, 2): each Krylov space has dimension 2, so steps 2 and 4 break down; the
+    second restart needs a direction outside the first one's span (a cyclic shift of the hash)."""
+    diag = jnp.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
+    res = lz.lanczos(lambda v: {"w": diag * v["w"]}, {"w": jnp.arange(1.0, 7.0)}, 6)
+    assert res.betas[1] == 0.0 and res.betas[3] == 0.0
+    basis = np.asarray(res.basis["w"][:6])
+    np.testing.assert_allclose(basis @ basis.T, np.eye(6), atol=1e-12)
+    pairs = lz.ritz_pairs(res.alphas, res.betas, res.num_steps, k=6)
+    np.testing.assert_allclose(pairs.values, [2.0, 2.0, 2.0, 1.0, 1.0, 1.0], rtol=1e-12)
+
+
+def test_mixed_dtype_leaves_keep_their_dtypes():
+    """The iteration runs on the raveled vector at the widest dtype; the basis leaves keep theirs."""
+    v0 = {"a": jnp.ones(3, jnp.bfloat16), "b": jnp.arange(1.0, 4.0, dtype=jnp.float32)}
+    res = lz.lanczos(lambda v: jax.tree.map(lambda x: 2 * x, v), v0, 1)
+    assert res.basis["a"].dtype == jnp.bfloat16 and res.basis["b"].dtype == jnp.float32
+    assert res.alphas.dtype == jnp.float32
+    # v0 / |v0| rounded to bfloat16 (relative 2^-9) on the "a" leaf, which carries 3/17 of |v0|^2
+    np.testing.assert_allclose(res.alphas, [2.0], rtol=2e-3)
