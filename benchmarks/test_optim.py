@@ -6,8 +6,8 @@ in-place `mul_`, each over 3.3 GB. `benchmarks/report.py` turns the medians into
 those floors and against torch's fused CUDA Adam (issue #13's peer). Buffers moved per step
 (parameter-sized, float32): Adam 7 (p, g, m, v in; p, m, v out), diffGrad 9 (+ g_prev in and
 out), ⊥AdamW 9 (Adam + a reduction pass reading g and w for the projection coefficients),
-⊥SGD 6 (p, g, trace in; p, trace out; + the reduction), LAMB 10 (Adam + a second pass over m, v, p
-for the per-leaf trust ratio).
+⊥SGD 7 (p, g, trace in; p, trace out; + the reduction reading g and w), LAMB 10 (Adam + a
+second pass over m, v, p for the per-leaf trust ratio).
 
 Every JAX case also records the first call (compile + one step) and the number of kernels in
 the compiled step (fusions and custom calls).
@@ -55,8 +55,11 @@ FUSED = {
     "fused_diffgrad": (lambda: fused_diffgrad(1e-3), 9),
     "fused_diffgrad[pallas]": (lambda: fused_diffgrad(1e-3, kernel="pallas"), 9),
     "fused_perp_adamw": (lambda: fused_perp_adamw(1e-3, weight_decay=0.0), 9),
-    "fused_perp_sgd": (lambda: fused_perp_sgd(1e-3, momentum=0.9), 6),
+    "fused_perp_adamw[pallas]": (lambda: fused_perp_adamw(1e-3, weight_decay=0.0, kernel="pallas"), 9),
+    "fused_perp_sgd": (lambda: fused_perp_sgd(1e-3, momentum=0.9), 7),
+    "fused_perp_sgd[pallas]": (lambda: fused_perp_sgd(1e-3, momentum=0.9, kernel="pallas"), 7),
     "fused_lamb": (lambda: fused_lamb(1e-3), 10),
+    "fused_lamb[pallas]": (lambda: fused_lamb(1e-3, kernel="pallas"), 10),
 }
 
 # A few large matrices and a couple of hundred small vectors (biases, norm scales), like a network.

@@ -29,6 +29,11 @@ INTERPRET_OFF_GPU = False
 _LEAF_BLOCK = 1024
 _LEAF_WARPS = 4
 _LEAVES_PER_KERNEL = 32
+# The same for kernels that also reduce (`n_sums`); None: as above.
+_SUM_BLOCK: int | None = None
+_SUM_WARPS: int | None = None
+# Spread the leaves over the kernels round-robin (else in runs of `_LEAVES_PER_KERNEL`).
+_INTERLEAVE = True
 
 
 def _compiler_params(num_warps: int):
@@ -92,9 +97,11 @@ def multi_tensor(
     sums (reductions over the block; entries past a leaf's end are loaded as 0). Written arrays
     are written in place of their inputs: donate them to the enclosing jit. `leaf_scalars` is a
     (leaves, n) array of per-leaf values. Every program of a kernel handles `block` elements of
-    one leaf (masked at the leaf's end); one kernel per `leaves_per_kernel` leaves (each leaf is
-    one branch of the kernel, and compile time grows with them). The defaults are the module's
-    `_LEAF_BLOCK`, `_LEAF_WARPS`, `_LEAVES_PER_KERNEL` (read at call time). Off GPUs (unless
+    one leaf (masked at the leaf's end); the leaves are dealt round-robin to ceil(leaves /
+    `leaves_per_kernel`) kernels (each leaf is one branch of its kernel, and compile time grows
+    with them; pass the leaves largest first to give every kernel a share of the large ones).
+    The defaults are the module's `_LEAF_BLOCK`, `_LEAF_WARPS`, `_LEAVES_PER_KERNEL` (`_SUM_BLOCK`,
+    `_SUM_WARPS` where set, for kernels that reduce; all read at call time). Off GPUs (unless
     `INTERPRET_OFF_GPU`), plain XLA with one block per leaf.
 
     Example:
@@ -111,39 +118,49 @@ def multi_tensor(
         return _multi_tensor_xla(
             bodies, leaves, storage, where, scalars, leaf_scalars, n_sums, write_leaves, writes
         )
+    if n_sums:
+        block, num_warps = block or _SUM_BLOCK, num_warps or _SUM_WARPS
     block, num_warps = block or _LEAF_BLOCK, num_warps or _LEAF_WARPS
     per_kernel = leaves_per_kernel or _LEAVES_PER_KERNEL
     k = len(leaves[0])
     sizes = [x.size for x in leaves[0]]
-    chunks = [range(first, min(first + per_kernel, k)) for first in range(0, k, per_kernel)]
-    blocks = [_chunk_block(block, [sizes[j] for j in chunk]) for chunk in chunks]
-    counts = tuple(pl.cdiv(sizes[j], b) for chunk, b in zip(chunks, blocks, strict=True) for j in chunk)
-    sums = jnp.zeros((n_sums * sum(counts),), jnp.float32) if n_sums else None
-    new_leaves: list[jax.Array] = []
+    block = min(block, max(8, pl.next_power_of_2(max(sizes))))
+    counts = tuple(pl.cdiv(n, block) for n in sizes)
+    slots = [sum(counts[:j]) for j in range(k)]  # each leaf's first block in `sums`
+    n_kernels = pl.cdiv(k, per_kernel)
+    # Kernel c takes leaves c, c + n_kernels, ...: given leaves sorted by size, every kernel gets
+    # large and small leaves, so no kernel is a handful of small leaves (a launch and a single
+    # program's latency, not bandwidth).
+    kernels = [
+        range(c, k, n_kernels) if _INTERLEAVE else range(c * per_kernel, min(k, (c + 1) * per_kernel))
+        for c in range(n_kernels)
+    ]
+    own = None if leaf_scalars is None else _padded(leaf_scalars.astype(jnp.float32).reshape(-1))
+    sums = None
+    new_leaves: list = [None] * k
     new_storage = list(storage)
-    offset = 0
-    for chunk, chunk_block in zip(chunks, blocks, strict=True):
+    for members in kernels:
         outs, new_storage, sums = _multi_tensor_kernel(
-            [bodies[j] for j in chunk],
-            [[jnp.ravel(group[j]) for j in chunk] for group in leaves],
+            [bodies[j] for j in members],
+            [[jnp.ravel(group[j]) for j in members] for group in leaves],
             new_storage,
-            [where[j] for j in chunk],
+            [where[j] for j in members],
             scalars,
-            None if leaf_scalars is None else leaf_scalars[chunk.start : chunk.stop],
-            (sums, n_sums, offset, sum(counts)),
+            (own, None if leaf_scalars is None else leaf_scalars.shape[1], list(members)),
+            (sums, n_sums, [slots[j] for j in members], sum(counts)),
             write_leaves,
             writes,
-            chunk_block,
+            block,
             num_warps,
         )
-        offset += sum(counts[j] for j in chunk)
-        new_leaves += [x.reshape(leaves[0][j].shape) for x, j in zip(outs, chunk, strict=False)]
-    return MultiTensor(new_leaves, new_storage, None if sums is None else sums.reshape(n_sums, -1), counts)
-
-
-def _chunk_block(block: int, sizes: Sequence[int]) -> int:
-    """The block of a kernel: `block`, or less when every leaf of the kernel is smaller."""
-    return min(block, max(8, pl.next_power_of_2(max(sizes))))
+        for x, j in zip(outs, members, strict=False):
+            new_leaves[j] = x.reshape(leaves[0][j].shape)
+    return MultiTensor(
+        new_leaves if write_leaves else [],
+        new_storage,
+        None if sums is None else sums.reshape(n_sums, -1),
+        counts,
+    )
 
 
 def _multi_tensor_xla(bodies, leaves, storage, where, scalars, leaf_scalars, n_sums, write_leaves, writes):
@@ -168,16 +185,18 @@ def _multi_tensor_xla(bodies, leaves, storage, where, scalars, leaf_scalars, n_s
 
 
 def _multi_tensor_kernel(
-    bodies, leaves, storage, where, scalars, leaf_scalars, sums, write_leaves, writes, block, num_warps
+    bodies, leaves, storage, where, scalars, own, sums, write_leaves, writes, block, num_warps
 ):
     """One kernel over `leaves` (lists of 1-D arrays): program i handles one block of one leaf.
-    `sums` is (the flat sums array or None, sums per block, this kernel's first block, blocks
-    in all); returns the new leaves, the storage and the sums array."""
+    `own` is (the padded per-leaf scalars or None, scalars per leaf, each leaf's index in them);
+    `sums` is (the flat sums array, or None for a new one, sums per block, each leaf's first
+    slot, slots per sum). Returns the new leaves, the storage and the sums array."""
     from jax.experimental.pallas import triton as pltriton
 
-    sums_array, n_sums, sums_offset, sums_stride = sums
+    own_array, n_own, own_index = own
+    sums_array, n_sums, sums_slots, sums_stride = sums
+    n_own = n_own or 0
     n_in, k, n_store, n_scal = len(leaves), len(leaves[0]), len(storage), len(scalars)
-    n_own = 0 if leaf_scalars is None else leaf_scalars.shape[1]
     written = [s for s in range(n_store) if writes[s]]
     sizes = [x.shape[0] for x in leaves[0]]
     programs = [pl.cdiv(n, block) for n in sizes]
@@ -190,11 +209,12 @@ def _multi_tensor_kernel(
         out = jax.eval_shape(lambda *a, j=j, z=zeros: tuple(bodies[j](*a, *z)), *args)
         leaf_dtypes.append(out[0].dtype if write_leaves else None)
 
-    n_lead = 1 + (leaf_scalars is not None)
-    n_inputs = n_lead + n_in * k + n_store + (n_sums > 0)
+    n_lead = 1 + (own_array is not None)
+    sums_in = n_sums > 0 and sums_array is not None
+    n_inputs = n_lead + n_in * k + n_store + sums_in
 
     def kernel(*refs):
-        scal_ref, own_ref = refs[0], refs[1] if leaf_scalars is not None else None
+        scal_ref, own_ref = refs[0], refs[1] if own_array is not None else None
         ins, outs = refs[n_lead:n_inputs], refs[n_inputs:]
         leaf_outs = outs[:k] if write_leaves else []
         store_outs = dict(zip(written, outs[len(leaf_outs) :], strict=False))
@@ -209,15 +229,16 @@ def _multi_tensor_kernel(
                 mask = at + jax.lax.iota(jnp.int32, block) < sizes[j]
                 refs_in = [ins[i * k + j].at[pl.ds(at, block)] for i in range(n_in)]
                 refs_in += [ins[n_in * k + s].at[pl.ds(start + at, block)] for s, start in where[j]]
-                own = [own_ref[j * n_own + i] for i in range(n_own)]
+                mine = [own_ref[own_index[j] * n_own + i] for i in range(n_own)]
                 loaded = [pltriton.load(r, mask=mask, other=0) for r in refs_in]
-                new = list(bodies[j](*loaded, *scal, *own))
+                new = list(bodies[j](*loaded, *scal, *mine))
                 refs_out = [leaf_outs[j].at[pl.ds(at, block)]] if write_leaves else []
                 refs_out += [store_outs[s].at[pl.ds(start + at, block)] for s, start in where[j] if writes[s]]
                 for ref, value in zip(refs_out, new, strict=False):
                     pltriton.store(ref, value.astype(ref.dtype), mask=mask)
+                slot = sums_slots[j] + pid - firsts[j] if n_sums else 0
                 for i, value in enumerate(new[len(refs_out) :]):
-                    sums_out[i * sums_stride + sums_offset + pid] = jnp.asarray(value, jnp.float32)
+                    sums_out[i * sums_stride + slot] = jnp.asarray(value, jnp.float32)
 
     out_shape = (
         [jax.ShapeDtypeStruct((n,), d) for n, d in zip(sizes, leaf_dtypes, strict=True)]
@@ -227,14 +248,15 @@ def _multi_tensor_kernel(
     out_shape += [jax.ShapeDtypeStruct(storage[s].shape, storage[s].dtype) for s in written]
     aliases = {n_lead + j: j for j in range(k)} if write_leaves else {}
     aliases.update({n_lead + n_in * k + s: len(aliases) + i for i, s in enumerate(written)})
-    args = [_scalar_vector(scalars)]
-    if leaf_scalars is not None:
-        args.append(_padded(leaf_scalars.astype(jnp.float32).reshape(-1)))
+    args = [_scalar_vector(scalars)] + ([own_array] if own_array is not None else [])
     args += [x for group in leaves for x in group] + list(storage)
     if n_sums:
-        aliases[n_inputs - 1] = len(out_shape)
-        out_shape.append(jax.ShapeDtypeStruct(sums_array.shape, sums_array.dtype))
-        args.append(sums_array)
+        # Every slot is written by exactly one program of one of the kernels: the first kernel
+        # makes the array (no fill), the others write into it in place.
+        if sums_in:
+            aliases[n_inputs - 1] = len(out_shape)
+            args.append(sums_array)
+        out_shape.append(jax.ShapeDtypeStruct((n_sums * sums_stride,), jnp.float32))
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shape,

@@ -263,9 +263,9 @@ def _pass_rule(pass_: _Pass, transform: Callable | None = None) -> Callable:
 
 
 def _pallas_layout(buckets, p_leaves, state_buffers, by_size=False):
-    """The leaves in kernel order (bucket by bucket, or largest first with `by_size`, so that
-    same-sized leaves are neighbours), each leaf's bucket, and where its buffers sit in the flat
-    storage arrays (`_pallas.multi_tensor`'s `where`)."""
+    """The leaves in kernel order (bucket by bucket, or largest first with `by_size`: same-sized
+    leaves are neighbours, and `_pallas.multi_tensor` gives every kernel some large ones), each
+    leaf's bucket, and where its buffers sit in the flat storage arrays (its `where`)."""
     entries: list[tuple[int, int, list[tuple[int, int]]]] = []
     storage: list[jax.Array] = []
     for b, (bucket, bufs) in enumerate(zip(buckets, state_buffers, strict=True)):
@@ -301,7 +301,7 @@ def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers
     moment buffers in place (`_pallas.multi_tensor`): new leaves, new buffers per bucket."""
     from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
 
-    order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers)
+    order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers, by_size=True)
     bodies = [pass_.body(buckets[b], _g_dtype(g_leaves, buckets[b])) for b in bucket_of]
     leaves = [[p_leaves[i] for i in order], [g_leaves[i] for i in order]]
     out = _pallas.multi_tensor(bodies, leaves, storage, where, pass_.scalars(count))
