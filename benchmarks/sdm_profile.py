@@ -1,13 +1,17 @@
 """Where the time of the SDM kNN goes, on 1 and 2 GPUs, in one process (issue #17).
 
-    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small]
+    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small] [--trace DIR]
 
 Times (median of 5, after a first call whose time includes compilation), against the same arrays:
-the bf16 GEMM alone and with the scores written out (the floors); the search on one GPU over all 1M
-exemplars and over half of them (what each of 2 devices must do at best); on 2 GPUs the per-device
-top-k + merge route and the split route (selection split over queries); the merge alone; the
-``refine`` margin's cost and recall at float32 and bf16; the accurate distance's error against
-float64; torch ``mm`` + ``topk`` as the peer. Prints one ``ROW`` line per measurement.
+the bf16 GEMM alone and with the scores written out (the floors); the search on one GPU with and
+without compacting the candidates under the k-th group minimum before the last sorts; on 2 GPUs
+the split route (selection split over queries) with and without compaction, in 1, 2 or 4 query
+chunks of one program, with XLA's latency-hiding scheduler, and the per-device top-k + merge route;
+float32 (``refine=16``), TF32 and bf16 + ``refine=64`` with their recall against float64; the
+accurate distance's error against float64; `SDMHead.predict` against the kNN alone, with its parts
+(the adaptor; the jitted function without the host-side input checks; the same with the epilogue
+of before: q by ``cumprod``, ``searchsorted`` by a while loop); torch ``mm`` + ``topk`` as the
+peer. Prints one ``ROW`` line per measurement.
 """
 
 import sys
@@ -18,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.nn.sdm import build_index
+from jaxdl.nn.sdm import head as head_module
 from jaxdl.nn.sdm import index as index_module
 from jaxdl.nn.sdm._refine import accurate_sq_distances
 
@@ -48,9 +53,13 @@ def recall(found, truth, k):
 
 
 def search(index, queries, k, **options):
-    defaults = dict(query_block_size=None, block_size=None, approximate=False, recall_target=0.95)
+    # Rows compact unless named "no compaction" (the default at every k when they were measured).
+    defaults = dict(
+        query_block_size=None, block_size=None, approximate=False, recall_target=0.95, compact=True
+    )
     defaults.update(options)
-    return lambda: index_module._search(index, queries, None, k=k, **defaults)
+    fn = index_module._search_overlapped if defaults.pop("overlapped", False) else index_module._search
+    return lambda: fn(index, queries, None, k=k, **defaults)
 
 
 def main():
@@ -58,6 +67,8 @@ def main():
     key_e, key_q = jax.random.split(jax.random.key(0))
     exemplars = jax.random.normal(key_e, (N, M), jnp.float32)
     queries = jax.random.normal(key_q, (B, M), jnp.float32)
+    if "--trace" in sys.argv:  # --trace DIR: the default bf16 rows and a profiler trace only
+        return trace_rows(exemplars, queries, sys.argv[sys.argv.index("--trace") + 1])
     q64 = np.asarray(queries[:RECALL_QUERIES], np.float64)
     try:
         import torch
@@ -103,32 +114,49 @@ def main():
         except Exception as err:  # keep the other rows
             print(f"ROW {name} FAILED {type(err).__name__}: {str(err)[:300]}", flush=True)
 
-    merge = jax.jit(index_module._merge_lists, static_argnums=2)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",)) if jax.device_count() >= 2 else None
-    old_tile = -(-B // -(-B // max(1, (1 << 30) // (4 * N))))  # the 1 GiB tiles of the last commit
     for k in KS:
         row(f"1gpu bf16 k={k}", bf16, k)
-        row(f"1gpu bf16 k={k} 1GiB tiles", bf16, k, query_block_size=old_tile)
+        row(f"1gpu bf16 k={k} no compaction", bf16, k, compact=False)
         if mesh is not None:
             bf16_2 = build_index(exemplars, compute_dtype=jnp.bfloat16, mesh=mesh)
             row(f"2gpu bf16 k={k} split", bf16_2, k)
-            row(f"2gpu bf16 k={k} split 1GiB tiles", bf16_2, k, query_block_size=2 * old_tile)
+            row(f"2gpu bf16 k={k} split no compaction", bf16_2, k, compact=False)
+            row(f"2gpu bf16 k={k} split 2 chunks", bf16_2, k, split_chunks=2)
+            row(f"2gpu bf16 k={k} split 2 chunks no compaction", bf16_2, k, split_chunks=2, compact=False)
+            row(f"2gpu bf16 k={k} split latency-hiding scheduler", bf16_2, k, overlapped=True)
+            row(
+                f"2gpu bf16 k={k} split 2 chunks latency-hiding scheduler",
+                bf16_2,
+                k,
+                split_chunks=2,
+                overlapped=True,
+            )
+            row(
+                f"2gpu bf16 k={k} split 4 chunks latency-hiding scheduler",
+                bf16_2,
+                k,
+                split_chunks=4,
+                overlapped=True,
+            )
             row(f"2gpu bf16 k={k} merge", bf16_2, k, sharded_selection="merge")
             del bf16_2
-        row(f"1gpu bf16 half-N k={k}", build_index(exemplars[: N // 2], compute_dtype=jnp.bfloat16), k)
         row(f"1gpu f32 k={k} refine=16", f32, k, refine=16)
-        row(f"1gpu f32 k={k} refine=0", f32, k, refine=0)
+        row(f"1gpu f32 k={k} refine=16 no compaction", f32, k, refine=16, compact=False)
         if mesh is not None:
             f32_2 = build_index(exemplars, mesh=mesh)
             row(f"2gpu f32 k={k} split refine=16", f32_2, k, refine=16)
-            row(f"2gpu f32 k={k} merge refine=16", f32_2, k, refine=16, sharded_selection="merge")
+            row(
+                f"2gpu f32 k={k} split refine=16 2 chunks lhs",
+                f32_2,
+                k,
+                refine=16,
+                split_chunks=2,
+                overlapped=True,
+            )
             del f32_2
         row(f"1gpu tf32 k={k}", tf32, k)
-        for margin in (64, 256) if k == max(KS) else (64,):
-            row(f"1gpu bf16 k={k} refine={margin}", bf16, k, refine=margin)
-        merged = jnp.sort(jax.random.normal(key_q, (B, 2 * k)), axis=1)
-        ids = jnp.broadcast_to(jnp.arange(2 * k, dtype=jnp.int32), (B, 2 * k))
-        timed(f"merge alone [B, 2k] k={k}", lambda m=merged, i=ids, k=k: merge(m, i, k))
+        row(f"1gpu bf16 k={k} refine=64", bf16, k, refine=64)
 
     predict_rows(exemplars, f32, max(KS))
 
@@ -157,6 +185,63 @@ def main():
                 print(f"ROW torch {precision} k={k} median={np.median(times) * 1e3:.3f}ms", flush=True)
 
 
+def trace_rows(exemplars, queries, out_dir):
+    """The default search on 1 and 2 GPUs (bf16), then a profiler trace of 3 calls of each at the
+    largest k, summed by kernel per device (`_summarise`)."""
+    bf16 = build_index(exemplars, compute_dtype=jnp.bfloat16)
+    scores = jax.jit(
+        lambda q, v, norms: norms + jnp.dot(q.astype(jnp.bfloat16), v.T, preferred_element_type=jnp.float32)
+    )
+    timed("gemm bf16 + 4 GB of scores written", lambda: scores(queries, bf16.search_vectors, bf16.sq_norms))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",)) if jax.device_count() >= 2 else None
+    bf16_2 = None if mesh is None else build_index(exemplars, compute_dtype=jnp.bfloat16, mesh=mesh)
+    calls = {}
+    for k in KS:
+        calls[f"1gpu k={k}"] = search(bf16, queries, k, compact=None)  # the index's defaults
+        if bf16_2 is not None:
+            calls[f"2gpu k={k}"] = search(bf16_2, queries, k, compact=None)
+    for name, fn in calls.items():
+        timed(f"default bf16 {name}", fn)
+    for name, fn in calls.items():
+        if f"k={max(KS)}" not in name:
+            continue
+        log_dir = f"{out_dir}/{name.replace(' ', '_').replace('=', '')}"
+        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+            for _ in range(3):
+                jax.block_until_ready(fn())
+        _summarise(log_dir, name)
+
+
+def _summarise(log_dir, name, top=18):
+    """Per process (device) of a perfetto trace: the summed duration of each event name / 3 calls."""
+    import collections
+    import glob
+    import gzip
+    import json
+
+    files = glob.glob(f"{log_dir}/**/*perfetto_trace.json.gz", recursive=True)
+    if not files:
+        print(f"TRACE {name}: no perfetto trace under {log_dir}", flush=True)
+        return
+    with gzip.open(files[0], "rt") as f:
+        events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    processes = {
+        e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
+    totals = collections.defaultdict(float)
+    for e in events:
+        if e.get("ph") == "X" and "dur" in e:
+            totals[(processes.get(e["pid"], str(e["pid"])), e["name"][:70])] += e["dur"] / 3
+    for process in sorted({p for p, _ in totals}):
+        if "GPU" not in process.upper() and "DEVICE" not in process.upper():
+            continue
+        rows = sorted(((t, n) for (p, n), t in totals.items() if p == process), reverse=True)
+        print(f"TRACE {name} | {process} | total {sum(t for t, _ in rows) / 1e3:.3f} ms per call", flush=True)
+        for t, n in rows[:top]:
+            print(f"TRACE   {t / 1e3:8.3f} ms  {n}", flush=True)
+
+
 def predict_rows(exemplars, index, k):
     """`SDMHead.predict` (adaptor 4,096 -> M -> 2, kNN, q, d, q', both rules) vs the kNN alone."""
     from flax import nnx
@@ -181,16 +266,52 @@ def predict_rows(exemplars, index, k):
         )
     )
     x = jax.random.normal(key_x, (B, 4096), jnp.float32)
+    adaptor = jax.jit(head_module._adaptor)
+    old = jax.jit(_predict_before(), static_argnums=(3, 4))
     for precision in ("float32", "bf16"):
         if precision == "bf16":
             head.index_exemplars(compute_dtype=jnp.bfloat16)
-        searched = head.state.get_value().memory.vectors
+        state = head.state.get_value()
+        searched = state.memory.vectors
+        params = head._adaptor_params()  # the same weights in both rounds
         vectors = head(x)[1]
         alone, _ = timed(
             f"knn alone for predict {precision} k={k}", lambda s=searched, v=vectors: s.search(v, k)
         )
         whole, _ = timed(f"SDMHead.predict {precision} k={k}", lambda: head.predict(x))
+        timed(
+            f"_predict (no host checks) {precision}",
+            lambda st=state, p=params: head_module._predict(p, st, x, k, ()),
+        )
+        timed(f"_predict, previous epilogue {precision}", lambda st=state, p=params: old(p, st, x, k, ()))
+        timed(f"adaptor alone {precision}", lambda p=params: adaptor(p, x))
         print(f"ROW predict / knn alone {precision}: {whole / alone:.3f}", flush=True)
+
+
+def _predict_before():
+    """`_predict` traced with the epilogue of the last commit before this profile: q by ``cumprod``
+    (a reduce-window of width k) and ``searchsorted`` by a while loop, to measure what they cost."""
+    from jaxdl.nn.sdm import calibration, estimator, similarity
+
+    def similarity_q(neighbours, predictions, labels, exemplar_predictions):
+        neighbour_labels, neighbour_predictions = labels[neighbours], exemplar_predictions[neighbours]
+        match = (neighbour_labels == neighbour_predictions) & (neighbour_predictions == predictions[:, None])
+        return jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1), axis=1)
+
+    def searchsorted(row, x):
+        return jnp.searchsorted(row, x, side="left")
+
+    def traced(*args):
+        saved = estimator.similarity_q, similarity._searchsorted, calibration._searchsorted
+        estimator.similarity_q, similarity._searchsorted, calibration._searchsorted = (
+            similarity_q, searchsorted, searchsorted
+        )  # fmt: skip
+        try:
+            return head_module._predict.__wrapped__(*args)
+        finally:
+            estimator.similarity_q, similarity._searchsorted, calibration._searchsorted = saved
+
+    return traced
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ The torch peer is the two-line search a PyTorch user writes, with the exemplar n
 (as our index does): ``d = |q|^2 - 2 q e^T + |e|^2; d.topk(k, largest=False)``.
 
 Routes (``bf16``, where selection dominates): ``lax.top_k`` on the whole row (``levels=0``), one
-level of group minima (``levels=1``), two levels (the default), and ``lax.approx_min_k``. Then: the
+level of group minima (``levels=1``), two levels (the default) with and without compacting the
+candidates under the k-th group minimum before each final sort, and ``lax.approx_min_k``. Then: the
 query block (one 4 GB score tile vs the default 1 GiB tiles), the ``refine`` margin (float32 without
 it, bf16 with 64), 2 GPUs vs 1 (exemplars split once by the index; the selection split over queries
 or a per-device top-k and a merge), `SDMHead.predict` end to end vs the kNN alone, and the eager `nearest_neighbours`
@@ -152,7 +153,7 @@ def test_index_search(benchmark, data, truth, indexes, precision, k):
 
 
 @pytest.mark.parametrize("k", KS)
-@pytest.mark.parametrize("route", ["levels=0", "levels=1", "approx_min_k"])
+@pytest.mark.parametrize("route", ["levels=0", "levels=1", "levels=2 no compaction", "approx_min_k"])
 def test_selection_routes(benchmark, data, truth, indexes, route, k):
     queries, _ = data
     index = indexes["bf16"]
@@ -160,7 +161,9 @@ def test_selection_routes(benchmark, data, truth, indexes, route, k):
     if route == "approx_min_k":
         options.update(approximate=True)
     else:
-        options.update(approximate=False, levels=int(route[-1]))
+        options.update(
+            approximate=False, levels=int(route[len("levels=")]), compact="no compaction" not in route
+        )
     _run(
         benchmark,
         lambda: index_module._search(index, queries, None, **options),

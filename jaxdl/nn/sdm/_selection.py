@@ -13,6 +13,14 @@ Why it is exact: let x be one of the k smallest entries (order: value, then inde
 were not selected, each of the k selected groups would have a minimum below min_h <= x, or equal to it
 with a lower group index; either way each holds an entry that precedes x, so k entries precede x, a
 contradiction. Sorting work drops from n per row to about n/g + k·g (g ~ sqrt(n/k) balances them).
+
+4. (``compact``) only the candidates at or below the k-th smallest group minimum can be among the k
+   smallest (the k selected minima are k entries at or below it), and after step 2 a row holds about
+   k of them, not k·g: they are compacted in index order (a running count by two small matmuls, a
+   scatter) and the final sort takes 2k entries; rows with more (ties at the bound) sort all k·g
+   (`top_k_below`). Measured on an H200 (1,024 x 1M, bf16 products): 10.1 -> 8.3 ms at k = 2,048,
+   nothing at k = 128 (6.36 vs 6.34 ms; 3.63 vs 3.80 ms on 2 GPUs), so the index compacts from
+   k = 1,024 on. The branch costs a device-to-host read of one flag per level.
 """
 
 from __future__ import annotations
@@ -37,10 +45,13 @@ def _group_size(n: int, k: int) -> int:
     return g
 
 
-def smallest_k(values: jax.Array, k: int, levels: int = 2) -> tuple[jax.Array, jax.Array]:
+def smallest_k(
+    values: jax.Array, k: int, levels: int = 2, compact: bool = True
+) -> tuple[jax.Array, jax.Array]:
     """The k smallest entries of each row of ``values [B, n]``, ascending, ties to the lower index.
 
-    ``levels`` caps the depth of the group-minimum hierarchy (0: plain ``lax.top_k``). NaN must be
+    ``levels`` caps the depth of the group-minimum hierarchy (0: plain ``lax.top_k``); ``compact``
+    sorts only the candidates at or below the k-th group minimum (`top_k_below`). NaN must be
     replaced by +inf beforehand.
 
     >>> import jax.numpy as jnp
@@ -56,9 +67,78 @@ def smallest_k(values: jax.Array, k: int, levels: int = 2) -> tuple[jax.Array, j
     num_groups = -(-n // g)
     padded = jnp.pad(values, ((0, 0), (0, num_groups * g - n)), constant_values=jnp.inf)
     grouped = padded.reshape(num_rows, num_groups, g)
-    _, groups = smallest_k(jnp.min(grouped, axis=2), k, levels - 1)
+    group_minima, groups = smallest_k(jnp.min(grouped, axis=2), k, levels - 1, compact)
     groups = jnp.sort(groups, axis=1)  # index order, so that top_k's ties go to the lower index
     candidates = jnp.take_along_axis(grouped, groups[:, :, None], axis=1).reshape(num_rows, k * g)
-    neg, position = jax.lax.top_k(-candidates, k)
+    if compact:
+        vals, position = top_k_below(candidates, group_minima[:, -1], k)
+    else:
+        neg, position = jax.lax.top_k(-candidates, k)
+        vals = -neg
     index = jnp.take_along_axis(groups, position // g, axis=1) * g + position % g
-    return -neg, index.astype(jnp.int32)
+    return vals, index.astype(jnp.int32)
+
+
+_PREFIX_BLOCK = 128
+"""Block of the matmul prefix count in `top_k_below` (counts up to 128 are exact in bfloat16)."""
+
+
+def _prefix_count(keep: jax.Array) -> jax.Array:
+    """Inclusive running count of ``keep [B, n]`` (bool) along rows, as int32, by two matmuls.
+
+    Within blocks of 128 and then over the block totals, each a product with a triangular 0/1 matrix:
+    every operand is an integer <= 128 (exact in bfloat16) and every sum < 2^24 (exact in the float32
+    accumulator), so the counts are exact. ``cumsum`` lowers to a reduce-window on GPUs.
+    """
+    rows, n = keep.shape
+    block = _PREFIX_BLOCK
+    blocks = -(-n // block)
+    padded = jnp.pad(keep, ((0, 0), (0, blocks * block - n))).astype(jnp.bfloat16)
+    upper = jnp.triu(jnp.ones((block, block), jnp.bfloat16))  # upper[i, j] = i <= j
+    within = jnp.dot(padded.reshape(rows, blocks, block), upper, preferred_element_type=jnp.float32)
+    totals = within[:, :, -1].astype(jnp.bfloat16)  # exact: at most 128
+    strictly = jnp.triu(jnp.ones((blocks, blocks), jnp.bfloat16), 1)  # strictly[i, j] = i < j
+    before = jnp.dot(totals, strictly, preferred_element_type=jnp.float32)
+    counts = (within + before[:, :, None]).reshape(rows, blocks * block)[:, :n]
+    return counts.astype(jnp.int32)
+
+
+def top_k_below(candidates: jax.Array, bound: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The k smallest of ``candidates [B, n]`` (values, positions), ties to the lower position, given
+    ``bound [B]`` with at least k entries of each row at or below it.
+
+    Only entries <= bound can be among the k smallest: when every row has at most ``2k`` of them they
+    are compacted in order (a running count, then a scatter) and ``lax.top_k`` sorts 2k entries a row
+    instead of n; otherwise (many ties at the bound) it sorts the whole rows. After group-minimum
+    selection the bound is the k-th smallest group minimum and a row holds about k entries below it.
+
+    >>> import jax.numpy as jnp
+    >>> vals, pos = top_k_below(jnp.array([[5.0, 1.0, 9.0, 1.0, 3.0, 7.0]]), jnp.array([3.0]), 2)
+    >>> vals.tolist(), pos.tolist()
+    ([[1.0, 1.0]], [[1, 3]])
+    """
+    rows, n = candidates.shape
+    capacity = 2 * k
+    if capacity >= n:
+        neg, position = jax.lax.top_k(-candidates, k)
+        return -neg, position
+    keep = candidates <= bound[:, None]
+
+    def compacted(candidates):
+        slot = jnp.where(keep, _prefix_count(keep) - 1, capacity)  # capacity: dropped
+        row = jnp.arange(rows)[:, None]
+        values = jnp.full((rows, capacity), jnp.inf, candidates.dtype)
+        values = values.at[row, slot].set(candidates, mode="drop", unique_indices=True)
+        source = jnp.zeros((rows, capacity), jnp.int32)
+        source = source.at[row, slot].set(
+            jnp.arange(n, dtype=jnp.int32)[None, :], mode="drop", unique_indices=True
+        )
+        neg, position = jax.lax.top_k(-values, k)
+        return -neg, jnp.take_along_axis(source, position, axis=1)
+
+    def whole(candidates):
+        neg, position = jax.lax.top_k(-candidates, k)
+        return -neg, position.astype(jnp.int32)
+
+    fits = jnp.all(jnp.sum(keep, axis=1) <= capacity)
+    return jax.lax.cond(fits, compacted, whole, candidates)

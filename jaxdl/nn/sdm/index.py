@@ -17,10 +17,14 @@ sorts whole rows on GPUs), adds ||q||^2 to the k survivors only, and re-ranks th
 the k-th by an accurate distance (``refine``, `_refine.py`), so the float32 exact mode matches a
 float64 brute force. Over a mesh the selection is split over the queries as well as the rows
 (`_search_split`: group minima exchanged by an all-to-all), since a per-device top-k followed by a
-merge leaves every device sorting candidates for every query: on 2 H200s, 1.87-1.89x one GPU at
-float32 and 1.61-1.69x at bf16, against 1.71-1.80x and 1.22-1.24x for the per-device top-k and merge
-(benchmarks/RESULTS.md). The search is one jitted function per (index layout, shapes, options):
-repeated calls compile nothing, eagerly or inside a user's ``jit``.
+merge leaves every device sorting candidates for every query: on 2 H200s, 1.87-1.88x one GPU at
+float32 and, at bf16, 1.75-1.78x (k = 128) and 1.46-1.65x (k = 2,048, two runs), against 1.35x and
+1.17x for the per-device top-k and merge (benchmarks/RESULTS.md). At bf16 and k = 2,048 each device
+spends 1.7 of its ~5 ms in the GEMM and ~0.5 ms in the two all-to-alls (a profiler trace); query
+chunks in one program, with or without XLA's latency-hiding scheduler, did not hide them (private
+knobs ``split_chunks`` and `_search_overlapped`, measured, not the default). The search is one
+jitted function per (index layout, shapes, options): repeated calls compile nothing, eagerly or
+inside a user's ``jit``.
 """
 
 from __future__ import annotations
@@ -35,10 +39,16 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdl.nn.sdm._refine import accurate_sq_distances
-from jaxdl.nn.sdm._selection import _group_size, smallest_k
+from jaxdl.nn.sdm._selection import _group_size, smallest_k, top_k_below
 
 _TILE_BYTES = 2 << 30
 """Default bound on the float32 score tile of one step (query block x exemplar rows of a device)."""
+
+_COMPACT_K = 1024
+"""From this k on, the exact selection sorts only the candidates under the k-th group minimum
+(`top_k_below`). On an H200 at 1,024 x 1M (bf16 products) that took the search from 10.1 to 8.3 ms at
+k = 2,048 (one GPU; 6.3 to 5.7 ms on two) and gained nothing at k = 128 (6.34 vs 6.36 ms; on 2 GPUs
+3.80 vs 3.63 ms without)."""
 
 _REFINE = 16
 """Boundary candidates re-ranked by accurate distance in the exact float32 mode (see `_refine.py`)."""
@@ -284,11 +294,11 @@ def _pad_rows(x: jax.Array, multiple: int, value=0) -> jax.Array:
     return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), constant_values=value) if pad else x
 
 
-def _select(scores, k, approximate, recall_target, levels):
+def _select(scores, k, approximate, recall_target, levels, compact):
     if approximate:
         vals, index = jax.lax.approx_min_k(scores, k, recall_target=recall_target)
         return vals, index.astype(jnp.int32)
-    return smallest_k(scores, k, levels)
+    return smallest_k(scores, k, levels, compact)
 
 
 def _merge_lists(scores, index, k):
@@ -323,7 +333,19 @@ def _scores(vectors, sq_norms, queries, exclude, first, *, precision):
 
 
 def _search_local(
-    vectors, sq_norms, queries, exclude, offset, *, k, block, precision, approximate, recall_target, levels
+    vectors,
+    sq_norms,
+    queries,
+    exclude,
+    offset,
+    *,
+    k,
+    block,
+    precision,
+    approximate,
+    recall_target,
+    levels,
+    compact,
 ):
     """The k smallest scores s = ||e||^2 - 2 q.e of one device's rows (global indices from ``offset``)."""
     rows = vectors.shape[0]
@@ -332,7 +354,7 @@ def _search_local(
         part = jax.lax.dynamic_slice_in_dim(vectors, start, size) if size < rows else vectors
         norms = jax.lax.dynamic_slice_in_dim(sq_norms, start, size) if size < rows else sq_norms
         scores = _scores(part, norms, queries, exclude, offset + start, precision=precision)
-        vals, index = _select(scores, min(k, size), approximate, recall_target, levels)
+        vals, index = _select(scores, min(k, size), approximate, recall_target, levels, compact)
         return vals, index + offset + start
 
     if block >= rows:
@@ -365,7 +387,7 @@ def _split_group_size(rows: int, num_shards: int, k: int) -> int | None:
     return None if ideal > 1 and group < max(2, ideal // 4) else group
 
 
-def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precision, levels):
+def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precision, levels, compact):
     """Inside ``shard_map``: exemplars split over devices, the selection split over queries.
 
     Each device scores all ``B`` queries against its rows and takes group minima (``group`` rows a
@@ -380,12 +402,12 @@ def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precis
     me = jax.lax.axis_index(axis)
     scores = _scores(vectors, sq_norms, queries, exclude, me * rows, precision=precision)
     if group == 1:  # the groups are the rows themselves
-        return smallest_k(jax.lax.all_to_all(scores, axis, 0, 1, tiled=True), k, levels)
+        return smallest_k(jax.lax.all_to_all(scores, axis, 0, 1, tiled=True), k, levels, compact)
     per_shard = rows // group
     grouped = scores.reshape(num, per_shard, group)
     # [B / P, P * per_shard]: my queries' minima of every group, in global group (= row) order.
     minima = jax.lax.all_to_all(jnp.min(grouped, axis=2), axis, 0, 1, tiled=True)
-    _, groups = smallest_k(minima, k, levels - 1)
+    group_minima, groups = smallest_k(minima, k, levels - 1, compact)
     groups = jnp.sort(groups, axis=1)  # index order, so that top_k's ties go to the lower index
     wanted = jax.lax.all_gather(groups, axis, axis=0, tiled=True) - me * per_shard  # [B, k], local
     mine = (wanted >= 0) & (wanted < per_shard)
@@ -394,9 +416,13 @@ def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precis
     # Each chosen group has one owner: the minimum over the P senders is its entries.
     entries = jax.lax.all_to_all(entries, axis, 0, 0, tiled=True)
     entries = jnp.min(entries.reshape(num_shards, num // num_shards, k * group), axis=0)
-    neg, position = jax.lax.top_k(-entries, k)
+    if compact:
+        vals, position = top_k_below(entries, group_minima[:, -1], k)
+    else:
+        neg, position = jax.lax.top_k(-entries, k)
+        vals = -neg
     index = jnp.take_along_axis(groups, position // group, axis=1) * group + position % group
-    return -neg, index.astype(jnp.int32)
+    return vals, index.astype(jnp.int32)
 
 
 def _distances(queries, scores):
@@ -454,20 +480,7 @@ def _default_refine(index: ExemplarIndex) -> int:
     return _REFINE if full and index.search_vectors is None and index.vectors.dtype == jnp.float32 else 0
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "k",
-        "query_block_size",
-        "block_size",
-        "approximate",
-        "recall_target",
-        "refine",
-        "levels",
-        "sharded_selection",
-    ),
-)
-def _search(
+def _search_impl(
     index: ExemplarIndex,
     queries,
     exclude,
@@ -480,15 +493,23 @@ def _search(
     refine=0,
     levels=2,
     sharded_selection="split",
+    compact=None,
+    split_chunks=1,
 ):
     """The jitted search. Private knobs for the benchmarks: ``levels``, the depth of the exact
-    selection's hierarchy (0: ``lax.top_k``), and ``sharded_selection`` on a mesh: "split" (the
-    selection split over queries, `_search_split`) or "merge" (each device's top-k, then a merge)."""
+    selection's hierarchy (0: ``lax.top_k``); ``compact``, whether the last sort of each level takes
+    only the candidates under the k-th group minimum (`top_k_below`; default: for k >= `_COMPACT_K`);
+    on a mesh ``sharded_selection``:
+    "split" (the selection split over queries, `_search_split`) or "merge" (each device's top-k, then
+    a merge), and ``split_chunks``, query chunks of the split route in one program (so that one
+    chunk's all-to-alls may overlap another's GEMM)."""
     vectors = index.vectors if index.search_vectors is None else index.search_vectors
     num_shards = 1 if index.mesh is None else index.mesh.shape[index.axis_name]
     rows = vectors.shape[0] // num_shards
     block = rows if block_size is None else min(block_size, rows)
     k_sel = min(k + refine, index.num_exemplars)
+    if compact is None:
+        compact = k_sel >= _COMPACT_K
     num_queries = queries.shape[0]
     if query_block_size is None:  # equal blocks, each score tile under _TILE_BYTES
         num_blocks = -(-num_queries // max(1, _TILE_BYTES // (4 * block)))
@@ -497,8 +518,9 @@ def _search(
     group = None
     if num_shards > 1 and sharded_selection == "split" and not approximate and block >= rows:
         group = _split_group_size(rows, num_shards, k_sel)
-    if group is not None:  # the split route takes query blocks of a multiple of the devices
-        query_block_size = -(-query_block_size // num_shards) * num_shards
+    if group is not None:  # the split route takes query blocks of a multiple of devices x chunks
+        multiple = num_shards * split_chunks
+        query_block_size = -(-query_block_size // multiple) * multiple
     search = functools.partial(
         _search_local,
         k=k_sel,
@@ -507,6 +529,7 @@ def _search(
         approximate=approximate,
         recall_target=recall_target,
         levels=levels,
+        compact=compact,
     )
 
     if index.mesh is None:
@@ -533,10 +556,25 @@ def _search(
             )
 
         def search_split(vectors, sq_norms, originals, q, ex):
-            scores, found = _search_split(
-                vectors, sq_norms, q, ex, axis=axis, k=k_sel, group=group, precision=index.precision,
-                levels=levels,
+            split = functools.partial(
+                _search_split, vectors, sq_norms, axis=axis, k=k_sel, group=group,
+                precision=index.precision, levels=levels, compact=compact,
             )  # fmt: skip
+            if split_chunks == 1:
+                scores, found = split(q, ex)
+            else:  # chunk c holds rows c of every device's share, so that results stay in order
+                part = q.shape[0] // (num_shards * split_chunks)
+                q_parts = q.reshape(num_shards, split_chunks, part, -1)
+                ex_parts = None if ex is None else ex.reshape(num_shards, split_chunks, part)
+                results = [
+                    split(
+                        q_parts[:, c].reshape(num_shards * part, -1),
+                        None if ex is None else ex_parts[:, c].reshape(-1),
+                    )
+                    for c in range(split_chunks)
+                ]
+                scores = jnp.concatenate([r[0] for r in results], axis=0)
+                found = jnp.concatenate([r[1] for r in results], axis=0)
             mine = scores.shape[0]
             my_queries = jax.lax.dynamic_slice_in_dim(q, jax.lax.axis_index(axis) * mine, mine)
 
@@ -586,3 +624,25 @@ def _first_rows(arrays, num, mesh):
     if mesh is not None and any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types):
         arrays = jax.sharding.reshard(arrays, NamedSharding(mesh, PartitionSpec()))
     return tuple(a[:num] for a in arrays)
+
+
+_STATIC = (
+    "k",
+    "query_block_size",
+    "block_size",
+    "approximate",
+    "recall_target",
+    "refine",
+    "levels",
+    "sharded_selection",
+    "compact",
+    "split_chunks",
+)
+_search = jax.jit(_search_impl, static_argnames=_STATIC)
+_search_overlapped = jax.jit(
+    _search_impl,
+    static_argnames=_STATIC,
+    compiler_options={"xla_gpu_enable_latency_hiding_scheduler": True},
+)
+"""`_search` compiled with XLA's latency-hiding scheduler (off by default on GPUs), which may run one
+query chunk's all-to-alls beside another chunk's GEMM (``split_chunks``); a benchmark knob."""

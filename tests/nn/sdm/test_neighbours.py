@@ -7,8 +7,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdl.nn.sdm import build_index, nearest_neighbours
+from jaxdl.nn.sdm import index as index_module
 from jaxdl.nn.sdm._refine import accurate_sq_distances
-from jaxdl.nn.sdm._selection import smallest_k
+from jaxdl.nn.sdm._selection import _prefix_count, smallest_k, top_k_below
 from jaxdl.nn.sdm.index import _split_group_size
 from tests.reference import sdm as ref
 
@@ -50,9 +51,38 @@ def test_matches_brute_force(points, index, k, block_size, query_block_size):
     np.testing.assert_allclose(dist, expected_dist, rtol=2e-6, atol=2e-6)
 
 
-def test_two_stage_selection_is_exact_with_many_ties():
-    """Rows long enough for two levels of group minima; integer values make ties everywhere."""
-    values = np.random.default_rng(1).integers(0, 40, size=(3, 20_000)).astype(np.float32)
+@pytest.mark.parametrize("many_ties", [False, True])
+def test_top_k_below_compacts_or_falls_back_exactly(many_ties):
+    """Candidates under the bound compacted in order (few under it) or the whole row sorted (ties at
+    the bound exceed the 2k slots): the same k smallest, ties to the lower position, as NumPy."""
+    rng = np.random.default_rng(8)
+    k = 20
+    values = rng.normal(size=(4, 600)).astype(np.float32)
+    if many_ties:
+        values = np.round(values).astype(np.float32)  # hundreds of entries equal the bound
+    bound = np.sort(values, axis=1)[:, k + 3]  # at least k entries at or below it
+    assert ((values <= bound[:, None]).sum(1) > 2 * k).any() == many_ties
+    vals, position = jax.jit(top_k_below, static_argnums=2)(values, bound, k)
+    expected = np.argsort(values, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(position, expected)
+    np.testing.assert_array_equal(vals, np.take_along_axis(values, expected, axis=1))
+
+
+def test_prefix_count_is_exact_over_many_blocks():
+    keep = np.random.default_rng(9).uniform(size=(2, 40_000)) < 0.7
+    np.testing.assert_array_equal(jax.jit(_prefix_count)(keep), np.cumsum(keep, axis=1))
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_two_stage_selection_is_exact(ties):
+    """Rows long enough for two levels of group minima; integer values make ties everywhere (the
+    final sorts take whole rows), normal values leave about k candidates under the bound (they are
+    compacted)."""
+    rng = np.random.default_rng(1)
+    if ties:
+        values = rng.integers(0, 40, size=(3, 20_000)).astype(np.float32)
+    else:
+        values = rng.normal(size=(3, 20_000)).astype(np.float32)
     values[1, 7] = np.inf
     for k in (1, 64, 1500):
         vals, idx = jax.jit(smallest_k, static_argnums=1)(values, k)
@@ -236,6 +266,23 @@ def test_split_selection_over_eight_devices_with_ties(mesh):
     dist, idx = build_index(exemplars, mesh=mesh).search(queries, 20, exclude=exclude)
     np.testing.assert_array_equal(idx, expected_idx)
     np.testing.assert_array_equal(dist, expected_dist)
+
+
+def test_split_selection_in_two_query_chunks_compacts_exactly(mesh):
+    """Normal values (the candidates under the k-th group minimum are compacted) and the queries in
+    two chunks of one program (`split_chunks=2`): the result stays in query order."""
+    rng = np.random.default_rng(10)
+    exemplars = rng.normal(size=(9216, 3)).astype(np.float32)
+    queries = rng.normal(size=(21, 3)).astype(np.float32)
+    exclude = rng.integers(-1, 9216, size=21).astype(np.int32)
+    expected_dist, expected_idx = ref.knn(queries, exemplars, 20, exclude=exclude)
+    dist, idx = index_module._search(
+        build_index(exemplars, mesh=mesh), jnp.asarray(queries), jnp.asarray(exclude), k=20,
+        query_block_size=None, block_size=None, approximate=False, recall_target=0.95, refine=16,
+        split_chunks=2, compact=True,
+    )  # fmt: skip
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_allclose(dist, expected_dist, rtol=1e-6, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
