@@ -322,15 +322,28 @@ def test_errors_name_the_argument():
         fused_diffgrad(1e-2, weight_decay_mask={"x": True}).init(params)
 
 
-def test_pallas_falls_back_to_xla_off_gpu(monkeypatch):
+@pytest.mark.parametrize("make", [fused_diffgrad, fused_perp_adamw, fused_lamb])
+def test_pallas_falls_back_to_xla_off_gpu(monkeypatch, make):
     from jaxdl.optim import _pallas
 
     monkeypatch.setattr(_pallas, "INTERPRET_OFF_GPU", False)
     params = {"w": jnp.linspace(-1.0, 1.0, 300), "b": jnp.ones(3)}
     grads = jax.tree.map(lambda p: jnp.sin(7 * p), params)
-    pallas, xla = fused_diffgrad(1e-2, kernel="pallas"), fused_diffgrad(1e-2)
+    pallas, xla = make(1e-2, kernel="pallas"), make(1e-2)
     if jax.default_backend() != "gpu":
         assert "pallas_call" not in str(jax.make_jaxpr(pallas.step)(params, grads, pallas.init(params)))
+    a = jax.jit(pallas.step)(params, grads, pallas.init(params))
+    b = jax.jit(xla.step)(params, grads, xla.init(params))
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_pallas_takes_the_xla_path_for_64_bit_leaves(x64):
+    # The kernels pass their scalars as float32: float64 leaves keep the XLA step (here even in
+    # the interpreter, which the autouse fixture turns on).
+    params = {"w": jnp.linspace(-1.0, 1.0, 300, dtype=jnp.float64), "b": jnp.ones(3, jnp.float32)}
+    grads = jax.tree.map(lambda p: jnp.sin(7 * p), params)
+    pallas, xla = fused_perp_adamw(1e-2, kernel="pallas"), fused_perp_adamw(1e-2)
+    assert "pallas_call" not in str(jax.make_jaxpr(pallas.step)(params, grads, pallas.init(params)))
     a = jax.jit(pallas.step)(params, grads, pallas.init(params))
     b = jax.jit(xla.step)(params, grads, xla.init(params))
     jax.tree.map(np.testing.assert_array_equal, a, b)
