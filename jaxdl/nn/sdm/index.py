@@ -114,7 +114,9 @@ class ExemplarIndex:
         """The k nearest exemplars of each query by squared L2 distance, nearest first.
 
         Exact by default: ties go to the lower exemplar index, as FAISS ``IndexFlatL2`` and a stable
-        argsort do. NaN distances (a NaN exemplar) rank last. Compiles once per index layout, query
+        argsort do. Non-finite distances (NaN or infinite vectors, overflow) rank last, ties to
+        the lower index, and come back as +inf, never NaN; an ``exclude``-d row ranks after them, so
+        it is never returned, even for k = N - 1. Compiles once per index layout, query
         shape and options; runs inside ``jit``, ``vmap`` and ``grad`` (no gradient flows into it).
 
         The float32 search ranks by ||e||^2 - 2 q.e from one GEMM, whose rounding can swap two
