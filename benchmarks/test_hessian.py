@@ -154,3 +154,57 @@ def test_hessian_probe(benchmark, model, probe):
     if model == "cnn_240k" and probe in PYHESSIAN_ANCHOR_S:
         info["pyhessian_resnet20_anchor_s"] = PYHESSIAN_ANCHOR_S[probe]
         info["speedup_vs_pyhessian_anchor"] = PYHESSIAN_ANCHOR_S[probe] / median
+
+
+def extra_probe_fns(loss_fn):
+    """The Lanczos variants timed before/after a change (``__main__`` below)."""
+    probes = hs.hessian_probes(loss_fn)
+    return {
+        "top1_lanczos_20": jax.jit(
+            lambda p, b, k: hs.top_eigenvalues(loss_fn, p, b, key=k, num_iters=20, tol=0.0)
+        ),
+        "top5_lanczos": jax.jit(
+            lambda p, b, k: hs.top_eigenvalues(loss_fn, p, b, key=k, k=5, num_iters=EIG_ITERS)
+        ),
+        "probes_object_top1": lambda p, b, k: probes.top_eigenvalues(p, b, k, num_iters=EIG_ITERS),
+    }
+
+
+if __name__ == "__main__":
+    # Time some probes in one process (first call = compile + run, then the median of 11):
+    #   python benchmarks/test_hessian.py --models mlp_1m --probes top1_lanczos,density_slq --out r.json
+    import argparse
+    import json
+    import time
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="mlp_1m")
+    parser.add_argument(
+        "--probes", default="grad,top1_lanczos,top1_lanczos_20,top5_lanczos,probes_object_top1"
+    )
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "jaxdl": hs.__file__}
+    for model in args.models.split(","):
+        loss_fn, apply_fn, ce, params, batch = make_model(model)
+        fns = {**probe_fns(loss_fn, apply_fn, ce), **extra_probe_fns(loss_fn)}
+        for probe in args.probes.split(","):
+            third = params if probe in ("grad", "hvp", "ggn_vp") else KEY
+            start = time.perf_counter()
+            result = jax.block_until_ready(fns[probe](params, batch, third))
+            first = time.perf_counter() - start
+            times = []
+            for _ in range(11):
+                start = time.perf_counter()
+                jax.block_until_ready(fns[probe](params, batch, third))
+                times.append(time.perf_counter() - start)
+            entry = {"first_call_s": first, "median_ms": 1e3 * float(np.median(times))}
+            if hasattr(result, "eigenvalues"):
+                entry.update(
+                    eigenvalues=np.asarray(result.eigenvalues).tolist(), matvecs=int(result.num_matvecs)
+                )
+            out[f"{model}/{probe}"] = entry
+            print(model, probe, entry, flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)

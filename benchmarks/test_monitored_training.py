@@ -62,6 +62,7 @@ STEPS, EVERY = (20, 5) if SMALL else (1000, 100)
 NUM_BATCHES, LR, MOMENTUM = 8, 0.01, 0.9
 EIG_ITERS, WARM_ITERS, TRACE_SAMPLES, NTK_INPUTS = (4, 3, 2, 4) if SMALL else (20, 5, 10, 32)
 REPEATS = 3
+VARIANTS = ("unmonitored", "in_step", "from_host", "from_host_warm", "chunks_unmonitored", "chunks_warm")
 
 
 def init_weights(name: str, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -176,8 +177,7 @@ def jax_loops(name, weights, data, probe_times: bool = True) -> dict:
 
     results = {}
     steps = [jnp.asarray(s, jnp.int32) for s in range(STEPS)]
-    variants = ("unmonitored", "in_step", "from_host", "from_host_warm", "chunks_unmonitored", "chunks_warm")
-    for variant in variants:
+    for variant in VARIANTS:
         opt_state = tx.init(params)
         start = time.perf_counter()
         probe_compiled = state0 = None
@@ -238,11 +238,13 @@ def jax_loops(name, weights, data, probe_times: bool = True) -> dict:
             "ntk_max": [float(r.ntk_max_eigenvalue) for r in records],
         }
     if probe_times:
+        COMPILE_S.clear()
         results["probes_ms"] = _jax_probe_times(monitor, warm_monitor, params, loss_fn, probe_batch, key)
+        results["probes_compile_s"] = dict(COMPILE_S)
     return results
 
 
-def _median_ms(fn, repeats: int = 5) -> float:
+def _median_ms(fn, repeats: int = 11) -> float:
     jax.block_until_ready(fn())  # compile and warm up
     times = []
     for _ in range(repeats):
@@ -252,28 +254,79 @@ def _median_ms(fn, repeats: int = 5) -> float:
     return 1e3 * float(np.median(times))
 
 
+COMPILE_S: dict = {}  # compile seconds of the programs _compiled built, by label
+
+
+def _compiled(fn, *args, unroll_steps=None, squarings=None, label=None):
+    """``jax.jit(fn)`` lowered and compiled now, with ``lanczos._UNROLL_STEPS`` or the number of
+    squarings of the Ritz pair changed while tracing (for an A/B of those choices)."""
+    from jaxdl.probes import lanczos as lz
+
+    saved = lz._UNROLL_STEPS, lz._default_squarings
+    if unroll_steps is not None:
+        lz._UNROLL_STEPS = unroll_steps
+    if squarings is not None:
+        lz._default_squarings = lambda m, dtype: squarings
+    try:
+        jax.clear_caches()  # no traced or compiled piece reused: a cold compile, and the patch applies
+        start = time.perf_counter()
+        compiled = jax.jit(lambda *a: fn(*a)).lower(*args).compile()
+        COMPILE_S[getattr(fn, "__name__", "fn") if label is None else label] = time.perf_counter() - start
+        return compiled
+    finally:
+        lz._UNROLL_STEPS, lz._default_squarings = saved
+
+
 def _jax_probe_times(monitor, warm_monitor, params, loss_fn, probe_batch, key) -> dict:
-    """Steady-state time of each probe alone, jitted, at the monitor's settings."""
+    """Steady-state time of each probe alone, jitted, at the monitor's settings, and the A/B of
+    two choices of the record: Lanczos unrolled or a ``fori_loop``, NTK eigenvalues by squaring
+    or by ``eigvalsh`` (cuSOLVER)."""
     from jaxdl.probes import empirical_ntk, hessian_trace
+    from jaxdl.probes import lanczos as lz
     from jaxdl.probes.training_monitor import _sharpness
 
     loss = monitor.loss_fn
-    eig = jax.jit(lambda p, k: _sharpness(loss, p, None, k, EIG_ITERS, None)[0])
     state = warm_monitor.init(params)
-    warm = jax.jit(lambda p, k, st: _sharpness(loss, p, None, k, WARM_ITERS, st))
-    state = state._replace(vector=warm(params, key, state)[1])  # a warm start
-    trace = jax.jit(lambda p, k: hessian_trace(loss, p, None, key=k, num_samples=TRACE_SAMPLES).trace)
-    ntk_x = monitor.ntk_inputs
-    ntk = jax.jit(lambda p: jnp.linalg.eigvalsh(empirical_ntk(monitor.apply_fn, p, ntk_x)))
-    grad = jax.jit(jax.grad(lambda p: loss_fn(p, probe_batch)))
-    compute = jax.jit(monitor.compute)
+    warm_fn = lambda p, k, st: _sharpness(loss, p, None, k, WARM_ITERS, st)
+    state = state._replace(vector=jax.jit(warm_fn)(params, key, state)[1])  # a warm start
+    eig = _compiled(
+        lambda p, k: _sharpness(loss, p, None, k, EIG_ITERS, None)[0], params, key, label="sharpness"
+    )
+    warm = _compiled(warm_fn, params, key, state, label="sharpness, warm")
+    warm_loop = _compiled(warm_fn, params, key, state, unroll_steps=0, label="sharpness, warm, fori_loop")
+    warm_12 = _compiled(warm_fn, params, key, state, squarings=12, label="sharpness, warm, 12 squarings")
+    trace = _compiled(
+        lambda p, k: hessian_trace(loss, p, None, key=k, num_samples=TRACE_SAMPLES).trace,
+        params,
+        key,
+        label="trace",
+    )
+    ntk_x, apply_fn = monitor.ntk_inputs, monitor.apply_fn
+    ntk_only = _compiled(lambda p: empirical_ntk(apply_fn, p, ntk_x), params, label="ntk alone")
+    ntk_eigvalsh = _compiled(
+        lambda p: jnp.linalg.eigvalsh(empirical_ntk(apply_fn, p, ntk_x)), params, label="ntk + eigvalsh"
+    )
+    ntk_squaring = _compiled(
+        lambda p: lz._extreme_eigenvalues(empirical_ntk(apply_fn, p, ntk_x)), params, label="ntk"
+    )
+    grad = _compiled(jax.grad(lambda p: loss_fn(p, probe_batch)), params, label="gradient")
+    record_fn = lambda p, k, st: warm_monitor.compute(p, None, k, state=st)
+    record = _compiled(record_fn, params, key, state, label="all, warm (monitor.compute)")
+    record_loop = _compiled(record_fn, params, key, state, unroll_steps=0, label="all, warm, fori_loop")
+    cold = _compiled(lambda p, k: monitor.compute(p, None, k), params, key, label="all (monitor.compute)")
     return {
         "gradient": _median_ms(lambda: grad(params)),
         "sharpness": _median_ms(lambda: eig(params, key)),
         "sharpness, warm": _median_ms(lambda: warm(params, key, state)),
+        "sharpness, warm, fori_loop": _median_ms(lambda: warm_loop(params, key, state)),
+        "sharpness, warm, 12 squarings": _median_ms(lambda: warm_12(params, key, state)),
         "trace": _median_ms(lambda: trace(params, key)),
-        "ntk": _median_ms(lambda: ntk(params)),
-        "all (monitor.compute)": _median_ms(lambda: compute(params, None, key)),
+        "ntk alone": _median_ms(lambda: ntk_only(params)),
+        "ntk": _median_ms(lambda: ntk_squaring(params)),
+        "ntk + eigvalsh": _median_ms(lambda: ntk_eigvalsh(params)),
+        "all (monitor.compute)": _median_ms(lambda: cold(params, key)),
+        "all, warm (monitor.compute)": _median_ms(lambda: record(params, key, state)),
+        "all, warm, fori_loop": _median_ms(lambda: record_loop(params, key, state)),
     }
 
 
@@ -502,14 +555,22 @@ def summarise_model(name: str, entry: dict) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for variant, r in j.items():
-        if variant == "probes_ms":
+        if variant.startswith("probes") or not isinstance(r, dict):
             continue
         lines.append(
             f"| jaxdl {variant} | {r['compile_s']:.2f} s | {r['loop_s']:.4f} s | {r['end_to_end_s']:.2f} s | "
             f"{r['loop_s'] / base['loop_s']:.3f} | {r['loop_s'] / chunk_base['loop_s']:.3f} |"
         )
-    cold = np.asarray(j["from_host"]["sharpness"])
+    records = STEPS // EVERY
+    extra_ms = 1e3 * (j["chunks_warm"]["loop_s"] - chunk_base["loop_s"]) / records
+    lines.append(
+        f"monitoring overhead (chunks): {j['chunks_warm']['loop_s'] / chunk_base['loop_s'] - 1:+.1%}, "
+        f"{extra_ms:.3f} ms a record against {1e3 * chunk_base['loop_s'] / records:.3f} ms of {EVERY} steps"
+    )
+    cold = np.asarray(j.get("from_host", j.get("in_step", {})).get("sharpness", []))
     for variant in ("from_host_warm", "chunks_warm", "in_step"):
+        if variant not in j or not cold.size:
+            continue
         rel = np.abs(np.asarray(j[variant]["sharpness"]) - cold) / np.abs(cold)
         lines.append(
             f"sharpness {variant} vs cold 20 from host: max rel diff {rel.max():.2e}, all {rel.round(5)}"
@@ -531,6 +592,11 @@ def summarise_model(name: str, entry: dict) -> str:
         lines.append(f"trace jaxdl {j['from_host']['trace'][:3]} torch {t['trace'][:3]}")
         lines.append(f"ntk max jaxdl {j['from_host']['ntk_max'][:3]} torch {t['ntk_max'][:3]}")
         lines.append(f"final loss jaxdl {j['unmonitored']['final_loss']:.5f} torch {t['final_loss']:.5f}")
+    if "probes_compile_s" in j:
+        lines.append(
+            "compile (s) of the probes alone: "
+            + ", ".join(f"{k}: {v:.2f}" for k, v in j["probes_compile_s"].items())
+        )
     if "probes_ms" in j:
         peer = entry.get("torch", {}).get("probes_ms", {})
         lines.append("| probe alone (steady state) | jaxdl | torch peer | torch / jaxdl |")
@@ -577,8 +643,10 @@ if __name__ == "__main__":
     parser.add_argument("--no-probe-times", action="store_true", help="skip the probe-alone timings")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeats", type=int, default=REPEATS, help="timed loops per variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="loops to time")
     args = parser.parse_args()
     REPEATS = args.repeats
+    VARIANTS = tuple(args.variants.split(","))
     if args.cache_dir:
         jax.config.update("jax_compilation_cache_dir", args.cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -203,6 +203,7 @@ def _lanczos_flat(
     k: int = 1,
     which: str = "algebraic",
     unroll: bool | None = None,
+    first_product: jax.Array | None = None,
 ) -> LanczosResult:
     """:func:`lanczos` on one flat vector: ``v0`` of shape ``(P,)``, ``basis`` of shape ``(m + 1, P)``.
 
@@ -210,6 +211,8 @@ def _lanczos_flat(
       matvec, v0, num_steps, tol, k, which: as in :func:`lanczos`, on flat vectors.
       unroll: write the steps as straight-line code (only with ``tol = 0``); by default when
         ``m <= _UNROLL_STEPS``. Compile time grows with ``m`` when unrolled.
+      first_product: ``A v0`` if the caller has it (e.g. computed in one batch with other
+        products; only with ``tol = 0``): the first step then calls no ``matvec``.
 
     >>> res = _lanczos_flat(lambda v: jnp.array([1.0, 3.0]) * v, jnp.ones(2), 2)
     >>> res.alphas.round(4).tolist(), res.basis.shape
@@ -229,7 +232,8 @@ def _lanczos_flat(
     if unroll and tol > 0:
         raise ValueError("unroll needs tol = 0 (a static number of steps)")
 
-    v0 = v0 / jnp.linalg.norm(v0)
+    v0_norm = jnp.linalg.norm(v0)
+    v0 = v0 / v0_norm
     basis = jnp.zeros((m + 1, v0.shape[0]), dtype).at[0].set(v0)
     alphas = jnp.zeros((m,), dtype)
     betas = jnp.zeros((m,), dtype)
@@ -239,12 +243,14 @@ def _lanczos_flat(
         coefficients = jnp.matmul(basis, w, precision=_HIGHEST)
         return w - jnp.matmul(coefficients, basis, precision=_HIGHEST)
 
-    def step(j, state):
+    def step(j, state, product=None):
         basis, alphas, betas, anorm, _ = state
         v = jax.lax.dynamic_index_in_dim(basis, j, keepdims=False)
-        w = matvec(v)
-        alpha = jnp.vdot(w, v, precision=_HIGHEST)
-        w = project_out(basis, w - alpha * v)
+        w = matvec(v) if product is None else product
+        # the first Gram-Schmidt pass includes v itself: its coefficient is alpha = v . A v
+        coefficients = jnp.matmul(basis, w, precision=_HIGHEST)
+        alpha = coefficients[j]
+        w = w - jnp.matmul(coefficients, basis, precision=_HIGHEST)
         norm = jnp.linalg.norm(w)
         anorm = jnp.maximum(anorm, jnp.abs(alpha) + norm)
         # A breakdown (w in the span of the basis) restarts from the hashed direction. The choice
@@ -266,6 +272,11 @@ def _lanczos_flat(
         return basis, alphas, betas, anorm, converged
 
     init = (basis, alphas, betas, jnp.array(0.0, dtype), jnp.array(False))
+    start = 0
+    if first_product is not None:  # step 0 peeled off, with the product given
+        if tol > 0:
+            raise ValueError("first_product needs tol = 0 (a static number of steps)")
+        init, start = step(0, init, first_product / v0_norm), 1
     if tol > 0:  # a data-dependent stop: a while loop
 
         def keep_going(state):
@@ -280,11 +291,11 @@ def _lanczos_flat(
         return LanczosResult(alphas, betas, basis, j)
     if unroll:  # straight-line code: XLA fuses across steps, and a GPU runs it as one command buffer
         state = init
-        for i in range(m):
+        for i in range(start, m):
             state = step(i, state)
         basis, alphas, betas, _, _ = state
     else:  # a static trip count: XLA runs the loop without reading a predicate back on the host
-        basis, alphas, betas, _, _ = jax.lax.fori_loop(0, m, step, init)
+        basis, alphas, betas, _, _ = jax.lax.fori_loop(start, m, step, init)
     return LanczosResult(alphas, betas, basis, jnp.array(m, jnp.int32))
 
 

@@ -54,7 +54,6 @@ import jax.numpy as jnp
 
 from jaxdl._typing import PyTree
 from jaxdl.probes import _operators as ops
-from jaxdl.probes import hessian as _hessian
 from jaxdl.probes import lanczos as _lanczos
 from jaxdl.probes import ntk as _ntk
 from jaxdl.probes.curvature import _check_nonempty, _scalar
@@ -373,16 +372,31 @@ def _record(monitor: TrainingMonitor, params, batch, key, step, grads, state) ->
     eig_key, trace_key = jax.random.split(key)
     sharpness = sharpness_ratio = trace = trace_ratio = collapse = ntk_max = ntk_cond = nan
     gradient, hvp = jax.linearize(jax.grad(lambda p: _scalar(monitor.loss_fn(p, batch))), params)
+    flat_hvp, ravel, unravel = ops.flat_operator(hvp, params)
+    size = ops.tree_size(params)
+    v0 = first = None
     if monitor.num_iters:
-        sharpness, vector = _sharpness_from(hvp, params, eig_key, monitor.num_iters, state)
+        v0 = jax.random.normal(eig_key, (size,), dtype)
+        if state is not None:  # warm start from the last record's Ritz vector (random before the first)
+            previous = ravel(state.vector)
+            v0 = jnp.where(jnp.any(previous != 0), previous, v0)
+    if monitor.num_samples:
+        # Hutchinson (the probes of hessian_trace: one Rademacher draw of P entries per key), the
+        # products in one vmap together with Lanczos's first one, A v0
+        probes = jax.vmap(lambda k: jax.random.rademacher(k, (size,), dtype))(
+            jax.random.split(trace_key, monitor.num_samples)
+        )
+        block = probes if v0 is None else jnp.concatenate([v0[None], probes])
+        products = jax.vmap(flat_hvp)(block)
+        if v0 is not None:
+            first, products = products[0], products[1:]
+        trace = jnp.mean(jnp.sum(probes * products, axis=1))
+        trace_ratio = eta * trace / 2.0
+    if monitor.num_iters:
+        sharpness, vector = _sharpness_from(flat_hvp, unravel, v0, monitor.num_iters, first)
         sharpness_ratio = eta * sharpness / (2.0 + 2.0 * monitor.momentum)
         if state is not None:
             state = MonitorState(vector)
-    if monitor.num_samples:
-        trace = _hessian._trace_estimate(
-            hvp, params, trace_key, monitor.num_samples, "hutchinson", "rademacher", monitor.num_samples
-        ).trace
-        trace_ratio = eta * trace / 2.0
     alignment = nlm_alignment(gradient if grads is None else grads, params).overall
     if monitor.logits_fn is not None:
         collapse = softmax_collapse_fraction(monitor.logits_fn(params, batch))
@@ -398,24 +412,15 @@ def _record(monitor: TrainingMonitor, params, batch, key, step, grads, state) ->
     return record if state is None else (record, state)
 
 
-def _sharpness_from(
-    hvp: Callable[[PyTree], PyTree], params: PyTree, key: jax.Array, num_iters: int, state: Any
-) -> tuple[jax.Array, PyTree]:
-    """``lambda_max`` by ``num_iters`` Lanczos steps with the operator ``hvp``, and its Ritz vector.
+def _sharpness_from(flat_hvp, unravel, v0, num_iters: int, first=None) -> tuple[jax.Array, PyTree]:
+    """``lambda_max`` by ``num_iters`` Lanczos steps from ``v0`` with the flat operator, and its Ritz vector.
 
     The general Lanczos path (:mod:`jaxdl.probes.lanczos`): the raveled vector, a static trip
-    count (straight-line code for a few steps), the Ritz pair by squaring. With a ``state`` the
-    start vector is the last record's Ritz vector (random before the first record).
+    count (straight-line code for a few steps), the Ritz pair by squaring. ``first`` is
+    ``flat_hvp(v0)`` when it was computed already.
     """
-    flat_hvp, ravel, unravel = ops.flat_operator(hvp, params)
-    v0 = jax.random.normal(key, (ops.tree_size(params),), _float_dtype(params))
-    if state is not None:
-        previous = ravel(state.vector)
-        v0 = jnp.where(jnp.any(previous != 0), previous, v0)
-    res = _lanczos._lanczos_flat(flat_hvp, v0, num_iters)
+    res = _lanczos._lanczos_flat(flat_hvp, v0, num_iters, first_product=first)
     top, s, _ = _lanczos._top_ritz_pair(res.alphas, res.betas, res.alphas.shape[0], None)
-    if state is None:
-        return top, None
     return top, unravel(jnp.matmul(s, res.basis[:-1], precision=jax.lax.Precision.HIGHEST))
 
 
@@ -424,7 +429,12 @@ def _sharpness(
 ) -> tuple[jax.Array, PyTree]:
     """The sharpness probe alone (its own linearisation), as the monitor computes it."""
     _, hvp = jax.linearize(jax.grad(lambda p: _scalar(loss_fn(p, batch))), params)
-    return _sharpness_from(hvp, params, key, num_iters, state)
+    flat_hvp, ravel, unravel = ops.flat_operator(hvp, params)
+    v0 = jax.random.normal(key, (ops.tree_size(params),), _float_dtype(params))
+    if state is not None:
+        previous = ravel(state.vector)
+        v0 = jnp.where(jnp.any(previous != 0), previous, v0)
+    return _sharpness_from(flat_hvp, unravel, v0, num_iters)
 
 
 class MonitoredSteps(NamedTuple):
