@@ -386,9 +386,12 @@ def _record(monitor: TrainingMonitor, params, batch, key, step, grads, state) ->
         probes = jax.vmap(lambda k: jax.random.rademacher(k, (size,), dtype))(
             jax.random.split(trace_key, monitor.num_samples)
         )
-        block = probes if v0 is None else jnp.concatenate([v0[None], probes])
+        # (only when Lanczos is unrolled: peeling the first step off a fori_loop would compile one
+        # more copy of the HVP)
+        batched = v0 is not None and min(monitor.num_iters, size) <= _lanczos._UNROLL_STEPS
+        block = jnp.concatenate([v0[None], probes]) if batched else probes
         products = jax.vmap(flat_hvp)(block)
-        if v0 is not None:
+        if batched:
             first, products = products[0], products[1:]
         trace = jnp.mean(jnp.sum(probes * products, axis=1))
         trace_ratio = eta * trace / 2.0
