@@ -388,8 +388,9 @@ def _record(monitor: TrainingMonitor, params, batch, key, step, grads, state) ->
         )
         # (only when Lanczos is unrolled: peeling the first step off a fori_loop would compile one
         # more copy of the HVP)
-        batched = v0 is not None and min(monitor.num_iters, size) <= _lanczos._UNROLL_STEPS
-        block = jnp.concatenate([v0[None], probes]) if batched else probes
+        block, batched = probes, False
+        if v0 is not None and min(monitor.num_iters, size) <= _lanczos._UNROLL_STEPS:
+            block, batched = jnp.concatenate([v0[None], probes]), True
         products = jax.vmap(flat_hvp)(block)
         if batched:
             first, products = products[0], products[1:]
