@@ -15,8 +15,8 @@ monitor):
 - The iteration runs on the raveled vector (:func:`jaxdl.probes._operators.flat_operator`): each
   Gram-Schmidt pass, norm and basis update is one kernel, not one per parameter leaf.
 - No host synchronisation inside the loop: with ``tol = 0`` the loop has a static trip count
-  (a ``fori_loop``, or straight-line code for at most ``_UNROLL_STEPS`` steps, which XLA fuses
-  across steps), and a breakdown (an invariant subspace found, ``beta = 0``) restarts by a
+  (a ``fori_loop``, or on a GPU straight-line code for at most ``_UNROLL_STEPS`` steps, which
+  XLA fuses across steps), and a breakdown (an invariant subspace found, ``beta = 0``) restarts by a
   ``select``, not a ``lax.cond``: XLA's GPU runtime reads the predicate of a conditional or of a
   data-dependent while loop back on the host (20 steps with a trivial operator took 7.4 ms with
   both, 4.1 ms without). The restart direction is a hashed pseudo-random vector built once
@@ -54,6 +54,19 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 _UNROLL_STEPS = 8
 """Runs of at most this many steps (with ``tol = 0``) are unrolled into straight-line code."""
+_LOOP_BACKENDS = ("cpu",)
+"""Backends that get loops instead of straight-line code (unrolled Lanczos steps, squarings): there a
+loop runs as fast and compiles in a fraction of the time, while a GPU launches each iteration's
+kernels separately but runs straight-line code as one command buffer."""
+
+
+def _straight_line() -> bool:
+    return jax.default_backend() not in _LOOP_BACKENDS
+
+
+def _unrolls(num_steps: int, tol: float) -> bool:
+    """Whether :func:`_lanczos_flat` unrolls ``num_steps`` steps by default."""
+    return tol == 0 and num_steps <= _UNROLL_STEPS and _straight_line()
 
 
 class LanczosResult(NamedTuple):
@@ -210,7 +223,7 @@ def _lanczos_flat(
     Args:
       matvec, v0, num_steps, tol, k, which: as in :func:`lanczos`, on flat vectors.
       unroll: write the steps as straight-line code (only with ``tol = 0``); by default when
-        ``m <= _UNROLL_STEPS``. Compile time grows with ``m`` when unrolled.
+        ``m <= _UNROLL_STEPS`` and the backend is not a CPU. Compile time grows with ``m`` when unrolled.
       first_product: ``A v0`` if the caller has it (e.g. computed in one batch with other
         products; only with ``tol = 0``): the first step then calls no ``matvec``.
 
@@ -228,7 +241,7 @@ def _lanczos_flat(
     dtype = jnp.result_type(v0)
     eps = jnp.finfo(dtype).eps
     if unroll is None:
-        unroll = tol == 0 and m <= _UNROLL_STEPS
+        unroll = _unrolls(m, tol)
     if unroll and tol > 0:
         raise ValueError("unroll needs tol = 0 (a static number of steps)")
 
@@ -429,11 +442,18 @@ def _dominant_vector(b: jax.Array, squarings: int) -> jax.Array:
     def normalise(x):
         return x / jnp.maximum(jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True), tiny)
 
+    def twice(_, x):
+        x = jnp.matmul(x, x, precision=_HIGHEST)
+        return normalise(jnp.matmul(x, x, precision=_HIGHEST))
+
     b = normalise(b)
-    for i in range(squarings):
-        b = jnp.matmul(b, b, precision=_HIGHEST)
-        if i % 2 == 1 or i == squarings - 1:
-            b = normalise(b)
+    if _straight_line():  # a GPU runs it in one command buffer, no kernel launches per iteration
+        for i in range(squarings // 2):
+            b = twice(i, b)
+    else:  # a loop: compiles in a fraction of the time and runs as fast on a CPU
+        b = jax.lax.fori_loop(0, squarings // 2, twice, b)
+    if squarings % 2:
+        b = normalise(jnp.matmul(b, b, precision=_HIGHEST))
     column = jnp.argmax(jnp.sum(b**2, axis=-2), axis=-1)
     s = jnp.take_along_axis(b, column[..., None, None], axis=-1)[..., 0]
     return s / jnp.linalg.norm(s, axis=-1, keepdims=True)

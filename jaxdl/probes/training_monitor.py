@@ -389,7 +389,7 @@ def _record(monitor: TrainingMonitor, params, batch, key, step, grads, state) ->
         # (only when Lanczos is unrolled: peeling the first step off a fori_loop would compile one
         # more copy of the HVP)
         block, batched = probes, False
-        if v0 is not None and min(monitor.num_iters, size) <= _lanczos._UNROLL_STEPS:
+        if v0 is not None and _lanczos._unrolls(min(monitor.num_iters, size), 0.0):
             block, batched = jnp.concatenate([v0[None], probes]), True
         products = jax.vmap(flat_hvp)(block)
         if batched:

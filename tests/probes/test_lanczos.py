@@ -217,3 +217,20 @@ def test_mixed_dtype_leaves_keep_their_dtypes():
     assert res.alphas.dtype == jnp.float32
     # v0 / |v0| rounded to bfloat16 (relative 2^-9) on the "a" leaf, which carries 3/17 of |v0|^2
     np.testing.assert_allclose(res.alphas, [2.0], rtol=2e-3)
+
+
+def test_unrolled_equals_loop_and_first_product(x64, sym, rng):
+    """The straight-line form (the GPU default for short runs), the fori_loop and a precomputed
+    first product give the same recurrence."""
+    v0 = jnp.asarray(rng.normal(size=24))
+    a = jnp.asarray(sym)
+    run = jax.jit(
+        lambda v, unroll, first: lz._lanczos_flat(lambda x: a @ x, v, 6, unroll=unroll, first_product=first),
+        static_argnums=1,
+    )
+    loop = run(v0, False, None)
+    for unroll, first in ((True, None), (True, a @ v0), (False, a @ v0)):
+        res = run(v0, unroll, first)
+        np.testing.assert_allclose(res.alphas, loop.alphas, rtol=1e-12)
+        np.testing.assert_allclose(res.betas, loop.betas, rtol=1e-12)
+        np.testing.assert_allclose(res.basis, loop.basis, atol=1e-12)

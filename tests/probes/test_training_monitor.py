@@ -235,3 +235,26 @@ def test_bad_arguments():
         training_monitor(loss, learning_rate=0.1, momentum=1.0)
     with pytest.raises(TypeError, match="loss_fn must be callable"):
         training_monitor("ce", learning_rate=0.1)
+
+
+def test_gpu_program_form_gives_the_same_record(monkeypatch):
+    """On a GPU the record is straight-line code (unrolled warm Lanczos, its first HVP batched with
+    the trace's, unrolled squarings); on a CPU, loops. Both forms, here on the CPU, agree."""
+    from jaxdl.probes import lanczos as lz
+
+    params, batch = make(jnp.float32)
+    key = jax.random.key(4)
+    options = dict(learning_rate=0.1, num_iters=4, num_samples=3)  # the NTK's squarings: same code
+    records = []
+    for backends in (("cpu",), ()):
+        monkeypatch.setattr(lz, "_LOOP_BACKENDS", backends)
+        monitor = training_monitor(loss, **options)  # a fresh monitor: its record traces anew
+        state = monitor.init(params)
+        state = monitor.compute(params, batch, key, state=state)[1]
+        records.append(monitor.compute(params, batch, key, state=state))
+    (loop_record, loop_state), (line_record, line_state) = records
+    for name, a, b in zip(MonitorRecord._fields, loop_record, line_record, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, err_msg=name)
+    np.testing.assert_allclose(
+        ravel_pytree(loop_state.vector)[0], ravel_pytree(line_state.vector)[0], atol=1e-5
+    )
