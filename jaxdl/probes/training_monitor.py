@@ -36,9 +36,9 @@ Two ways to keep the monitor cheap, both measured on an H200 (``benchmarks/RESUL
 
 Inside a record, one ``jax.linearize`` of the gradient serves the gradient (its primal output)
 and every Hessian-vector product (its tangent part); the sharpness uses the general Lanczos
-path of :mod:`jaxdl.probes.lanczos` (raveled vector, static trip count, straight-line code for a
-few steps, Ritz pair by squaring), and the NTK's extreme eigenvalues come from squaring too: no
-host synchronisation and no cuSOLVER call in a record. (Raveling concatenates the leaves:
+path of :mod:`jaxdl.probes.lanczos` (raveled vector, static trip count, on a GPU straight-line
+code for a few steps, Ritz pair by squaring), and the NTK's extreme eigenvalues come from
+squaring too: no host synchronisation and no cuSOLVER call in a record. (Raveling concatenates the leaves:
 parameters sharded across devices, as in model parallelism, would be gathered; data-parallel
 replicated parameters are unaffected.)
 """
@@ -420,7 +420,7 @@ def _sharpness_from(flat_hvp, unravel, v0, num_iters: int, first=None) -> tuple[
     """``lambda_max`` by ``num_iters`` Lanczos steps from ``v0`` with the flat operator, and its Ritz vector.
 
     The general Lanczos path (:mod:`jaxdl.probes.lanczos`): the raveled vector, a static trip
-    count (straight-line code for a few steps), the Ritz pair by squaring. ``first`` is
+    count (on a GPU straight-line code for a few steps), the Ritz pair by squaring. ``first`` is
     ``flat_hvp(v0)`` when it was computed already.
     """
     res = _lanczos._lanczos_flat(flat_hvp, v0, num_iters, first_product=first)
