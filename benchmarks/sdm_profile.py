@@ -1,6 +1,6 @@
 """Where the time of the SDM kNN goes, on 1 and 2 GPUs, in one process (issue #17).
 
-    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small] [--trace DIR]
+    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small] [--trace DIR | --last DIR]
 
 Times (median of 5, after a first call whose time includes compilation), against the same arrays:
 the bf16 GEMM alone and with the scores written out (the floors); the search on one GPU with and
@@ -11,7 +11,10 @@ float32 (``refine=16``), TF32 and bf16 + ``refine=64`` with their recall against
 accurate distance's error against float64; `SDMHead.predict` against the kNN alone, with its parts
 (the adaptor; the jitted function without the host-side input checks; the same with the epilogue
 of before: q by ``cumprod``, ``searchsorted`` by a while loop); torch ``mm`` + ``topk`` as the
-peer. Prints one ``ROW`` line per measurement.
+peer. Prints one ``ROW`` line per measurement. ``--last DIR``: only the index's defaults against
+``compact="last"`` (one compaction branch, at the last level only) and ``"groups"`` (the last sort by
+one more level of group minima, no branch) at bf16 on 1 and 2 GPUs and float32 on 2, with recall,
+then a profiler trace of each 2-GPU variant at the largest k.
 """
 
 import sys
@@ -69,6 +72,15 @@ def main():
     queries = jax.random.normal(key_q, (B, M), jnp.float32)
     if "--trace" in sys.argv:  # --trace DIR: the default bf16 rows and a profiler trace only
         return trace_rows(exemplars, queries, sys.argv[sys.argv.index("--trace") + 1])
+    truth, torch = _truth(exemplars, queries)
+    if "--last" in sys.argv:
+        return last_rows(exemplars, queries, truth, sys.argv[sys.argv.index("--last") + 1])
+    main_rows(exemplars, queries, truth, torch)
+
+
+def _truth(exemplars, queries):
+    """The nearest max(KS) + 1 exemplars of the first queries by a float64 brute force, and torch
+    (None where it is unavailable)."""
     q64 = np.asarray(queries[:RECALL_QUERIES], np.float64)
     try:
         import torch
@@ -85,7 +97,52 @@ def main():
         e = np.asarray(exemplars, np.float64)
         dist = (q64 * q64).sum(1)[:, None] - 2 * q64 @ e.T + (e * e).sum(1)[None, :]
         truth = np.argsort(dist, axis=1, kind="stable")[:, : max(KS) + 1]
+    return truth, torch
 
+
+def last_rows(exemplars, queries, truth, out_dir):
+    """The defaults (``compact=None``) against ``compact="last"`` and ``"groups"``; traces on 2 GPUs."""
+
+    def row(name, index, k, **options):
+        fn = search(index, queries, k, **options)
+        _, out = timed(name, fn)
+        print(f"    recall {recall(out[1], truth, k)}", flush=True)
+        return fn
+
+    bf16 = build_index(exemplars, compute_dtype=jnp.bfloat16)
+    scores = jax.jit(
+        lambda q, v, norms: norms + jnp.dot(q.astype(jnp.bfloat16), v.T, preferred_element_type=jnp.float32)
+    )
+    timed("gemm bf16 + 4 GB of scores written", lambda: scores(queries, bf16.search_vectors, bf16.sq_norms))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",)) if jax.device_count() >= 2 else None
+    bf16_2 = None if mesh is None else build_index(exemplars, compute_dtype=jnp.bfloat16, mesh=mesh)
+    traced = {}
+    for k in KS:
+        for compact in (None, "last", "groups") if k == max(KS) else (None,):
+            label = "default" if compact is None else compact
+            row(f"1gpu bf16 k={k} {label}", bf16, k, compact=compact)
+            if bf16_2 is not None:
+                traced[f"2gpu k={k} {label}"] = row(
+                    f"2gpu bf16 k={k} split {label}", bf16_2, k, compact=compact
+                )
+    if mesh is not None:
+        f32_2 = build_index(exemplars, mesh=mesh)
+        for compact in (None, "groups"):
+            row(f"2gpu f32 k={max(KS)} split refine=16 {compact or 'default'}", f32_2, max(KS), refine=16,
+                compact=compact)  # fmt: skip
+    for name, fn in traced.items():
+        if f"k={max(KS)}" not in name:
+            continue
+        log_dir = f"{out_dir}/{name.replace(' ', '_').replace('=', '')}"
+        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+            for _ in range(3):
+                jax.block_until_ready(fn())
+        _summarise(log_dir, name)
+
+
+def main_rows(exemplars, queries, truth, torch):
+    """Every row of the module docstring."""
+    q64 = np.asarray(queries[:RECALL_QUERIES], np.float64)
     # Accuracy of the double-float distance on this device, against float64.
     rows = exemplars[jnp.asarray(truth[:, :64])]
     hi, lo = jax.jit(accurate_sq_distances)(queries[:RECALL_QUERIES], rows)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdl.nn.sdm._refine import accurate_sq_distances
-from jaxdl.nn.sdm._selection import _group_size, smallest_k, top_k_below
+from jaxdl.nn.sdm._selection import _group_size, last_k, smallest_k
 
 _TILE_BYTES = 2 << 30
 """Default bound on the float32 score tile of one step (query block x exemplar rows of a device)."""
@@ -409,7 +409,7 @@ def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precis
     grouped = scores.reshape(num, per_shard, group)
     # [B / P, P * per_shard]: my queries' minima of every group, in global group (= row) order.
     minima = jax.lax.all_to_all(jnp.min(grouped, axis=2), axis, 0, 1, tiled=True)
-    group_minima, groups = smallest_k(minima, k, levels - 1, compact)
+    group_minima, groups = smallest_k(minima, k, levels - 1, False if compact == "last" else compact)
     groups = jnp.sort(groups, axis=1)  # index order, so that top_k's ties go to the lower index
     wanted = jax.lax.all_gather(groups, axis, axis=0, tiled=True) - me * per_shard  # [B, k], local
     mine = (wanted >= 0) & (wanted < per_shard)
@@ -418,11 +418,7 @@ def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precis
     # Each chosen group has one owner: the minimum over the P senders is its entries.
     entries = jax.lax.all_to_all(entries, axis, 0, 0, tiled=True)
     entries = jnp.min(entries.reshape(num_shards, num // num_shards, k * group), axis=0)
-    if compact:
-        vals, position = top_k_below(entries, group_minima[:, -1], k)
-    else:
-        neg, position = jax.lax.top_k(-entries, k)
-        vals = -neg
+    vals, position = last_k(entries, group_minima[:, -1], k, compact)
     index = jnp.take_along_axis(groups, position // group, axis=1) * group + position % group
     return vals, index.astype(jnp.int32)
 
