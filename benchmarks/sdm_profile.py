@@ -109,13 +109,7 @@ def last_rows(exemplars, queries, truth, out_dir):
         print(f"    recall {recall(out[1], truth, k)}", flush=True)
         return fn
 
-    bf16 = build_index(exemplars, compute_dtype=jnp.bfloat16)
-    scores = jax.jit(
-        lambda q, v, norms: norms + jnp.dot(q.astype(jnp.bfloat16), v.T, preferred_element_type=jnp.float32)
-    )
-    timed("gemm bf16 + 4 GB of scores written", lambda: scores(queries, bf16.search_vectors, bf16.sq_norms))
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",)) if jax.device_count() >= 2 else None
-    bf16_2 = None if mesh is None else build_index(exemplars, compute_dtype=jnp.bfloat16, mesh=mesh)
+    bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
     traced = {}
     for k in KS:
         for compact in (None, "last", "groups") if k == max(KS) else (None,):
@@ -130,7 +124,25 @@ def last_rows(exemplars, queries, truth, out_dir):
         for compact in (None, "groups"):
             row(f"2gpu f32 k={max(KS)} split refine=16 {compact or 'default'}", f32_2, max(KS), refine=16,
                 compact=compact)  # fmt: skip
-    for name, fn in traced.items():
+    _trace(traced, out_dir)
+
+
+def _bf16_indexes(exemplars, queries):
+    """The bf16 index on one GPU and on two (None with one device) and the mesh, after timing the
+    bf16 GEMM with its 4 GB of scores written (the floor)."""
+    bf16 = build_index(exemplars, compute_dtype=jnp.bfloat16)
+    scores = jax.jit(
+        lambda q, v, norms: norms + jnp.dot(q.astype(jnp.bfloat16), v.T, preferred_element_type=jnp.float32)
+    )
+    timed("gemm bf16 + 4 GB of scores written", lambda: scores(queries, bf16.search_vectors, bf16.sq_norms))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",)) if jax.device_count() >= 2 else None
+    bf16_2 = None if mesh is None else build_index(exemplars, compute_dtype=jnp.bfloat16, mesh=mesh)
+    return bf16, bf16_2, mesh
+
+
+def _trace(calls, out_dir):
+    """A profiler trace of 3 calls of each named call at the largest k, summed (`_summarise`)."""
+    for name, fn in calls.items():
         if f"k={max(KS)}" not in name:
             continue
         log_dir = f"{out_dir}/{name.replace(' ', '_').replace('=', '')}"
@@ -245,13 +257,7 @@ def main_rows(exemplars, queries, truth, torch):
 def trace_rows(exemplars, queries, out_dir):
     """The default search on 1 and 2 GPUs (bf16), then a profiler trace of 3 calls of each at the
     largest k, summed by kernel per device (`_summarise`)."""
-    bf16 = build_index(exemplars, compute_dtype=jnp.bfloat16)
-    scores = jax.jit(
-        lambda q, v, norms: norms + jnp.dot(q.astype(jnp.bfloat16), v.T, preferred_element_type=jnp.float32)
-    )
-    timed("gemm bf16 + 4 GB of scores written", lambda: scores(queries, bf16.search_vectors, bf16.sq_norms))
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",)) if jax.device_count() >= 2 else None
-    bf16_2 = None if mesh is None else build_index(exemplars, compute_dtype=jnp.bfloat16, mesh=mesh)
+    bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
     calls = {}
     for k in KS:
         calls[f"1gpu k={k}"] = search(bf16, queries, k, compact=None)  # the index's defaults
@@ -259,14 +265,7 @@ def trace_rows(exemplars, queries, out_dir):
             calls[f"2gpu k={k}"] = search(bf16_2, queries, k, compact=None)
     for name, fn in calls.items():
         timed(f"default bf16 {name}", fn)
-    for name, fn in calls.items():
-        if f"k={max(KS)}" not in name:
-            continue
-        log_dir = f"{out_dir}/{name.replace(' ', '_').replace('=', '')}"
-        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-            for _ in range(3):
-                jax.block_until_ready(fn())
-        _summarise(log_dir, name)
+    _trace(calls, out_dir)
 
 
 def _summarise(log_dir, name, top=18):

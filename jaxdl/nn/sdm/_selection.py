@@ -25,6 +25,9 @@ contradiction. Sorting work drops from n per row to about n/g + k·g (g ~ sqrt(n
 5. (``compact="groups"``) the last sort's k·g candidates are again a k-smallest problem: one more
    level of group minima over them (`smallest_k` with ``levels=1``) sorts about 2·sqrt(g)·k entries
    instead of k·g, exact by the same argument, with no branch and so no flag read to the host.
+   Measured on H200s (k = 2,048, bf16): 9.46 vs 8.83 ms on one GPU, 6.09 vs 5.37 ms on two (its three
+   8,192-entry sorts cost more than the compaction); compacting at the outermost level only
+   (``"last"``, one flag read instead of two) 8.74 / 5.64 ms. The flag reads are not what costs.
 """
 
 from __future__ import annotations

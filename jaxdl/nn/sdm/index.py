@@ -18,11 +18,13 @@ the k-th by an accurate distance (``refine``, `_refine.py`), so the float32 exac
 float64 brute force. Over a mesh the selection is split over the queries as well as the rows
 (`_search_split`: group minima exchanged by an all-to-all), since a per-device top-k followed by a
 merge leaves every device sorting candidates for every query: on 2 H200s, 1.87-1.88x one GPU at
-float32 and, at bf16, 1.75-1.78x (k = 128) and 1.46-1.65x (k = 2,048, two runs), against 1.35x and
-1.17x for the per-device top-k and merge (benchmarks/RESULTS.md). At bf16 and k = 2,048 each device
-spends 1.7 of its ~5 ms in the GEMM and ~0.5 ms in the two all-to-alls (a profiler trace); query
-chunks in one program, with or without XLA's latency-hiding scheduler, did not hide them (private
-knobs ``split_chunks`` and `_search_overlapped`, measured, not the default). The search is one
+float32 and, at bf16, 1.75-1.78x (k = 128) and 1.46-1.65x (k = 2,048, three runs), against 1.35x
+and 1.17x for the per-device top-k and merge (benchmarks/RESULTS.md). At bf16 and k = 2,048 each
+device spends 1.7 of its ~5 ms in the GEMM and ~0.5 ms in the two all-to-alls (a profiler trace);
+query chunks in one program, with or without XLA's latency-hiding scheduler, did not hide them
+(private knobs ``split_chunks`` and `_search_overlapped`, measured, not the default), and the last
+sorts without the compaction branch's flag read to the host (``compact="last"`` or ``"groups"``)
+were slower, not faster (5.6 and 6.1 vs 5.4 ms on 2 GPUs). The search is one
 jitted function per (index layout, shapes, options): repeated calls compile nothing, eagerly or
 inside a user's ``jit``.
 """
@@ -495,9 +497,10 @@ def _search_impl(
     split_chunks=1,
 ):
     """The jitted search. Private knobs for the benchmarks: ``levels``, the depth of the exact
-    selection's hierarchy (0: ``lax.top_k``); ``compact``, whether the last sort of each level takes
-    only the candidates under the k-th group minimum (`top_k_below`; default: for k >= `_COMPACT_K`);
-    on a mesh ``sharded_selection``:
+    selection's hierarchy (0: ``lax.top_k``); ``compact``, how the last sort of each level takes its
+    candidates (`_selection.Compact`: True, only those under the k-th group minimum, `top_k_below`,
+    the default for k >= `_COMPACT_K`; "last", the same at the outermost level only; "groups", by one
+    more level of group minima, no branch; False, all of them); on a mesh ``sharded_selection``:
     "split" (the selection split over queries, `_search_split`) or "merge" (each device's top-k, then
     a merge), and ``split_chunks``, query chunks of the split route in one program (so that one
     chunk's all-to-alls may overlap another's GEMM)."""
