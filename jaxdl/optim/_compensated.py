@@ -196,23 +196,18 @@ def block_sums(w: jax.Array, g: jax.Array, tiny: float) -> tuple[jax.Array, ...]
     return w_sq, jnp.sum(g * g), c, jnp.sum(w * centred), jnp.sum(centred * centred)
 
 
-def from_blocks(reduce, first, count, tiny: float) -> Projection:
-    """A leaf's coefficients from its `block_sums`: `reduce(fn, *values)` sums `fn(*block_sums,
-    *values)` over the leaf's blocks, `first` is its first block's sums and `count` its number of
-    blocks (`_pallas.per_leaf`'s `finish` arguments). A `Projection` of the leaf's values
-    (`w_dot_g` = c ||w||^2). A leaf of one block takes its c_b as c_ref (exactly the block's
-    coefficient)."""
-    w_sq, g_sq, c_w = reduce(lambda w_sq_b, g_sq_b, c_b, dot_b, centred_sq_b: (w_sq_b, g_sq_b, c_b * w_sq_b))
+def from_blocks(sums: list[jax.Array], tiny: float) -> Projection:
+    """The leaves' coefficients from their `block_sums`, each a (leaves, blocks) array: a
+    `Projection` of (leaves,) vectors (`w_dot_g` = c ||w||^2). A leaf of one block takes its c_b as
+    c_ref (exactly the block's coefficient)."""
+    w_sq_b, g_sq_b, c_b, dot_b, centred_sq_b = sums
+    w_sq = jnp.sum(w_sq_b, axis=1)
     denom = w_sq + tiny
-    c_ref = jnp.where(count == 1, first[2], c_w / denom)
-
-    def centred(w_sq_b, g_sq_b, c_b, dot_b, centred_sq_b, c_ref):
-        d = c_b - c_ref
-        return dot_b + d * w_sq_b, centred_sq_b + 2 * d * dot_b + d * d * w_sq_b
-
-    delta_sum, a = reduce(centred, c_ref)
-    delta = delta_sum / denom
+    c_ref = c_b[:, 0] if c_b.shape[1] == 1 else jnp.sum(c_b * w_sq_b, axis=1) / denom
+    d = c_b - c_ref[:, None]
+    delta = jnp.sum(dot_b + d * w_sq_b, axis=1) / denom
+    a = jnp.sum(centred_sq_b + 2 * d * dot_b + d * d * w_sq_b, axis=1)
     zero = jnp.zeros_like(c_ref)
     c_hi, c_lo = _two_sum(_Pair(c_ref, zero), _Pair(delta, zero))
     perp_sq = jnp.maximum(a - delta * delta * w_sq, 0)
-    return Projection(c_hi, c_lo, c_hi * w_sq, w_sq, g_sq, perp_sq)
+    return Projection(c_hi, c_lo, c_hi * w_sq, w_sq, jnp.sum(g_sq_b, axis=1), perp_sq)

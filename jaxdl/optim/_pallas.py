@@ -9,7 +9,7 @@ run the kernels in Pallas's interpreter on CPU).
 and their moment buffers, where XLA writes each output leaf with a kernel of its own (a few
 hundred bias and norm-scale vectors cost a few hundred launches, and each large leaf's kernel
 its own ramp-up and tail). It also reduces: each program writes its block's partial sums to a
-small array, and `per_leaf` finishes the per-leaf values from them in one more kernel (apex's
+small array, and the caller finishes the per-leaf values with a few small XLA reductions (apex's
 multi_tensor_l2norm does the same for LAMB's norms).
 """
 
@@ -20,7 +20,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import pallas as pl
 
 # Run the kernels in Pallas's interpreter off GPUs (tests) instead of falling back to XLA.
@@ -54,25 +53,10 @@ def _scalar_vector(scalars: Sequence[jax.Array]) -> jax.Array:
     return _padded(jnp.stack(values))
 
 
-def _padded_size(n: int) -> int:
-    return max(8, pl.next_power_of_2(n))
-
-
 def _padded(values: jax.Array) -> jax.Array:
-    """A 1-D float32 vector padded with zeros to a power of 2 (at least 8) elements (as it is
-    when already of that size)."""
-    if values.shape[0] == _padded_size(values.shape[0]):
-        return values.astype(jnp.float32)
-    out = jnp.zeros((_padded_size(values.shape[0]),), jnp.float32)
+    """A 1-D float32 vector padded with zeros to a power of 2 (at least 8) elements."""
+    out = jnp.zeros((max(8, pl.next_power_of_2(values.shape[0])),), jnp.float32)
     return out.at[: values.shape[0]].set(values)
-
-
-class PerLeaf(NamedTuple):
-    """Per-leaf scalars for `multi_tensor`: `values[j * n + i]` is scalar i of leaf j (entries
-    past the last leaf, where present, are padding and never read)."""
-
-    values: jax.Array
-    n: int
 
 
 class MultiTensor(NamedTuple):
@@ -93,7 +77,7 @@ def multi_tensor(
     where: Sequence[Sequence[tuple[int, int]]],
     scalars: Sequence[jax.Array],
     *,
-    leaf_scalars: PerLeaf | None = None,
+    leaf_scalars: jax.Array | None = None,
     n_sums: int = 0,
     write_leaves: bool = True,
     writes: Sequence[bool] | None = None,
@@ -111,8 +95,8 @@ def multi_tensor(
     returns the new block of leaf 0 (if `write_leaves`), the new block of each buffer whose
     storage array is written (`writes`, default all), then `n_sums` scalars: the block's partial
     sums (reductions over the block; entries past a leaf's end are loaded as 0). Written arrays
-    are written in place of their inputs: donate them to the enclosing jit. `leaf_scalars` holds
-    n values per leaf (`per_leaf` makes them from the sums of an earlier call). Every program of a kernel handles `block` elements of
+    are written in place of their inputs: donate them to the enclosing jit. `leaf_scalars` is a
+    (leaves, n) array of per-leaf values. Every program of a kernel handles `block` elements of
     one leaf (masked at the leaf's end); the leaves are dealt round-robin to ceil(leaves /
     `leaves_per_kernel`) kernels (each leaf is one branch of its kernel, and compile time grows
     with them; pass the leaves largest first to give every kernel a share of the large ones).
@@ -151,7 +135,7 @@ def multi_tensor(
         range(c, k, n_kernels) if _INTERLEAVE else range(c * per_kernel, min(k, (c + 1) * per_kernel))
         for c in range(n_kernels)
     ]
-    own = None if leaf_scalars is None else _padded(leaf_scalars.values)
+    own = None if leaf_scalars is None else _padded(leaf_scalars.astype(jnp.float32).reshape(-1))
     sums = None
     new_leaves: list = [None] * k
     new_storage = list(storage)
@@ -162,7 +146,7 @@ def multi_tensor(
             new_storage,
             [where[j] for j in members],
             scalars,
-            (own, None if leaf_scalars is None else leaf_scalars.n, list(members)),
+            (own, None if leaf_scalars is None else leaf_scalars.shape[1], list(members)),
             (sums, n_sums, [slots[j] for j in members], sum(counts)),
             write_leaves,
             writes,
@@ -187,7 +171,7 @@ def _multi_tensor_xla(bodies, leaves, storage, where, scalars, leaf_scalars, n_s
     for j, body in enumerate(bodies):
         n = leaves[0][j].size
         bufs = [jax.lax.dynamic_slice_in_dim(storage[s], at, n) for s, at in where[j]]
-        own = [] if leaf_scalars is None else list(_leaf_row(leaf_scalars, j))
+        own = [] if leaf_scalars is None else list(leaf_scalars[j])
         out = list(body(*[jnp.ravel(group[j]) for group in leaves], *bufs, *scalars, *own))
         if write_leaves:
             new_leaves.append(out.pop(0).reshape(leaves[0][j].shape))
@@ -198,10 +182,6 @@ def _multi_tensor_xla(bodies, leaves, storage, where, scalars, leaf_scalars, n_s
         sums.append(jnp.stack([jnp.asarray(x, jnp.float32) for x in out]) if n_sums else None)
     stacked = jnp.stack(sums, axis=1) if n_sums else None
     return MultiTensor(new_leaves, storage, stacked, (1,) * len(bodies))
-
-
-def _leaf_row(leaf_scalars: PerLeaf, j: int) -> jax.Array:
-    return leaf_scalars.values[j * leaf_scalars.n : (j + 1) * leaf_scalars.n]
 
 
 def _multi_tensor_kernel(
@@ -291,95 +271,3 @@ def _multi_tensor_kernel(
     for i, s in enumerate(written):
         new_storage[s] = outs[len(new_leaves) + i]
     return new_leaves, new_storage, outs[-1] if n_sums else None
-
-
-# `per_leaf`: elements of a sum read per iteration of a program's loop (at most), and its warps.
-_FINISH_CHUNK = 4096
-_FINISH_WARPS = 8
-
-
-def per_leaf(
-    sums: jax.Array,
-    blocks: Sequence[int],
-    finish: Callable[..., Sequence[jax.Array]],
-    n_out: int,
-) -> PerLeaf:
-    """Per-leaf values from `multi_tensor`'s block sums, in one kernel: program j walks the
-    blocks of leaf j (apex's multi_tensor_l2norm finishes its per-tensor norms the same way).
-
-    `finish(reduce, first, count)` returns the `n_out` values of one leaf, where
-    `reduce(fn, *values)` is the tuple of sums over the leaf's blocks of `fn(*block_sums,
-    *values)` (`values`: per-leaf scalars, e.g. from an earlier `reduce`), `first` the sums of
-    its first block and `count` its number of blocks. Sums are float32, each a loop over chunks of
-    the leaf's blocks. Off GPUs (unless `INTERPRET_OFF_GPU`), the same as a few XLA reductions.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from jaxdl.optim._pallas import per_leaf
-      >>> sums = jnp.array([[1.0, 2.0, 3.0, 4.0]])  # leaf 0: blocks 0-2, leaf 1: block 3
-      >>> mean = lambda reduce, first, count: (reduce(lambda x: (x,))[0] / count,)
-      >>> print(per_leaf(sums, (3, 1), mean, 1).values[:2])
-      [2. 4.]
-    """
-    blocks = tuple(int(b) for b in blocks)
-    sums = sums.astype(jnp.float32)
-    n_sums, total = sums.shape
-    k = len(blocks)
-    starts = np.cumsum((0, *blocks[:-1]))
-    if not _use_kernel():
-        segment = np.repeat(np.arange(k), blocks)
-        rows = list(sums)
-
-        def reduce(fn, *values):
-            if total == k:  # one block a leaf
-                return tuple(fn(*rows, *values))
-            out = fn(*rows, *(v[segment] for v in values))
-            return tuple(jax.ops.segment_sum(x, segment, k, indices_are_sorted=True) for x in out)
-
-        out = finish(reduce, tuple(r[starts] for r in rows), np.asarray(blocks, np.float32))
-        return PerLeaf(jnp.stack([jnp.asarray(x, jnp.float32) for x in out], axis=1).reshape(-1), n_out)
-    return PerLeaf(_per_leaf_kernel(sums, blocks, starts, finish, n_out), n_out)
-
-
-def _per_leaf_kernel(sums, blocks, starts, finish, n_out):
-    from jax.experimental.pallas import triton as pltriton
-
-    n_sums, total = sums.shape
-    k = len(blocks)
-    chunk = min(_FINISH_CHUNK, _padded_size(max(blocks)))
-    meta = np.zeros(_padded_size(2 * k), np.int32)
-    meta[: 2 * k] = np.stack([starts, blocks], axis=1).reshape(-1)
-
-    def kernel(meta_ref, sums_ref, out_ref):
-        pid = pl.program_id(0)
-        start, count = meta_ref[2 * pid], meta_ref[2 * pid + 1]
-
-        def reduce(fn, *values):
-            like = [jax.ShapeDtypeStruct((chunk,), jnp.float32)] * n_sums
-            n = len(jax.eval_shape(fn, *like, *[jax.ShapeDtypeStruct((), jnp.float32)] * len(values)))
-
-            def body(c, acc):
-                at = c * chunk
-                mask = at + jax.lax.iota(jnp.int32, chunk) < count
-                loaded = [
-                    pltriton.load(sums_ref.at[pl.ds(i * total + start + at, chunk)], mask=mask, other=0)
-                    for i in range(n_sums)
-                ]
-                out = fn(*loaded, *values)
-                return tuple(a + jnp.sum(jnp.where(mask, x, 0)) for a, x in zip(acc, out, strict=True))
-
-            zero = tuple(jnp.float32(0) for _ in range(n))
-            return jax.lax.fori_loop(0, (count + chunk - 1) // chunk, body, zero)
-
-        first = tuple(sums_ref[i * total + start] for i in range(n_sums))
-        out = finish(reduce, first, count.astype(jnp.float32))
-        for i, value in enumerate(out):
-            out_ref[pid * n_out + i] = jnp.asarray(value, jnp.float32)
-
-    return pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct((_padded_size(k * n_out),), jnp.float32),
-        grid=(k,),
-        interpret=jax.default_backend() != "gpu",
-        compiler_params=_compiler_params(_FINISH_WARPS),
-    )(jnp.asarray(meta), sums.reshape(-1))

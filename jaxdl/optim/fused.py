@@ -30,7 +30,7 @@ XLA writes every output leaf with a kernel of its own (one launch per small leaf
 tail per large one). Adam and diffGrad are one such pass. ⊥AdamW and ⊥SGD add a first
 multi-tensor kernel that reads g and w once and writes each block's partial sums (each block
 centred on its own projection coefficient, so that nothing cancels: `_compensated.from_blocks`),
-one small kernel turns them into per-leaf coefficients, and the pass projects each
+a few small XLA reductions turn them into per-leaf coefficients, and the pass projects each
 gradient block inside the kernel; LAMB's first kernel updates the moments and sums ||p||^2 and
 ||r||^2 per block, its second applies the trust ratio. Measured on an H200 (device time, 103.6M
 parameters): 0.85 ms instead of 1.14 ms for Adam on 217 leaves (PyTorch's fused Adam: 0.87 ms),
@@ -53,8 +53,8 @@ import numpy as np
 import optax
 
 from jaxdl._typing import PyTree
-from jaxdl.optim._checks import _concrete, check_adam, check_beta, check_leaves, check_nonnegative
-from jaxdl.optim._compensated import BLOCK_SUMS, block_sums, from_blocks, projection, residual
+from jaxdl.optim._checks import check_adam, check_beta, check_leaves, check_nonnegative
+from jaxdl.optim._compensated import BLOCK_SUMS, Projection, block_sums, from_blocks, projection, residual
 from jaxdl.optim._defaults import ADAMW, DIFFGRAD, LAMB
 from jaxdl.optim._grouping import GROUP_MAX_SIZE
 from jaxdl.optim.perpgrad import _TINY
@@ -308,10 +308,19 @@ def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers
     return _unflatten(order, out.leaves, len(p_leaves), state_buffers, out.storage)
 
 
+def _leaf_sums(sums: jax.Array, blocks: tuple[int, ...]) -> list[list[jax.Array]]:
+    """Block sums (n, blocks in all) as one (leaves, blocks) array per sum, per run of leaves
+    with the same number of blocks."""
+    return [
+        [row[start : start + rows * size].reshape(rows, size) for row in sums]
+        for start, rows, size in _runs(blocks, blocks)
+    ]
+
+
 def _perp_with_pallas(pass_: _Pass, renormalize: bool) -> Callable:
     """⊥Grad, then the pass, as two rounds of multi-tensor Pallas kernels: one reading g and w for
-    the per-leaf coefficients (`_compensated.block_sums`: each block's partial sums; one small
-    kernel finishes them, `_compensated.from_blocks`), then the pass, which projects and
+    the per-leaf coefficients (`_compensated.block_sums`: each block's partial sums; a few small
+    XLA reductions finish them, `_compensated.from_blocks`), then the pass, which projects and
     rescales each gradient block before its elementwise update. 2 + the pass's buffers."""
 
     def run(count, p_leaves, g_leaves, buckets, state_buffers):
@@ -329,14 +338,9 @@ def _perp_with_pallas(pass_: _Pass, renormalize: bool) -> Callable:
             write_leaves=False,
         )
         assert stats.sums is not None
-
-        def finish(reduce, first, count):
-            leaf = from_blocks(reduce, first, count, _TINY)
-            scale = (
-                _rescaling(leaf.g_sq, leaf.perp_sq, jnp.float32) if renormalize else jnp.ones_like(leaf.g_sq)
-            )
-            return leaf.c_hi, leaf.c_lo, scale
-
+        parts = [from_blocks(span, _TINY) for span in _leaf_sums(stats.sums, stats.blocks)]
+        leaf = Projection(*(jnp.concatenate(x) for x in zip(*parts, strict=True)))
+        scale = _rescaling(leaf.g_sq, leaf.perp_sq, jnp.float32) if renormalize else jnp.ones_like(leaf.g_sq)
         bodies = [
             _projecting(
                 pass_.body(buckets[b], _g_dtype(g_leaves, buckets[b])), _g_dtype(g_leaves, buckets[b])
@@ -349,7 +353,7 @@ def _perp_with_pallas(pass_: _Pass, renormalize: bool) -> Callable:
             storage,
             where,
             pass_.scalars(count),
-            leaf_scalars=_pallas.per_leaf(stats.sums, stats.blocks, finish, 3),
+            leaf_scalars=jnp.stack([leaf.c_hi, leaf.c_lo, scale], axis=1),
         )
         return _unflatten(order, out.leaves, len(p_leaves), state_buffers, out.storage)
 
@@ -612,18 +616,16 @@ def fused_perp_adamw(
 
 def fused_perp_sgd(
     learning_rate: optax.ScalarOrSchedule,
-    momentum: jax.typing.ArrayLike | None = 0.0,
+    momentum: jax.typing.ArrayLike = 0.0,
     *,
     renormalize: bool = True,
     kernel: str = "xla",
 ) -> FusedOptimizer:
     """⊥SGD (Prieto et al., ICLR 2025) as a fused step: equals `jaxdl.optim.perp_sgd(learning_rate,
     momentum)` followed by `optax.apply_updates`, to float32 rounding (heavy-ball momentum
-    t = g_perp + momentum * t, as `optax.trace`). One reduction over g and w, then one pass
-    reading p, g, t and writing p, t: 7 buffers. At momentum 0 the trace is kept (it holds
-    g_perp) but not read: 6 buffers; with `momentum=None` (as `optax.sgd`'s) there is no trace:
-    5 buffers, and the state holds no buffers. `kernel="pallas"`: both as multi-tensor Pallas
-    kernels on GPUs (module docstring).
+    t = g_perp + momentum * t, as `optax.trace`; the trace is kept even at momentum 0). One
+    reduction over g and w, then one pass reading p, g, t and writing p, t: 7 buffers.
+    `kernel="pallas"`: both as multi-tensor Pallas kernels on GPUs (module docstring).
 
     Example:
       >>> import jax.numpy as jnp
@@ -635,32 +637,24 @@ def fused_perp_sgd(
       [ 1.  -0.5]
     """
     check_nonnegative("learning_rate", learning_rate)
-    if momentum is not None:
-        check_beta("momentum", momentum)
+    check_beta("momentum", momentum)
     _check_kernel(kernel)
     if not isinstance(renormalize, bool):
         raise TypeError(f"renormalize must be a bool, got {renormalize!r}")
-    # A concrete 0 (or None) skips the trace's read: 0 * t is not 0 to XLA (t may be inf/NaN).
-    no_read = momentum is None or _concrete("momentum", momentum) == 0
 
     def scalars(count):
         return (_scalar(learning_rate, count),)
 
     def body(bucket, g_dtype):
-        def f(p, g_perp, *trace_and_lr):  # g_perp: the projected gradient, in the gradient's dtype
-            *trace, lr = trace_and_lr
-            t = (
-                g_perp
-                if no_read
-                else (g_perp.astype(jnp.float32) + momentum * trace[0].astype(jnp.float32)).astype(g_dtype)
-            )
-            return _apply(p, -lr * t.astype(jnp.float32), g_dtype), *(t.astype(x.dtype) for x in trace)
+        def f(p, g_perp, trace, lr):  # g_perp: the projected gradient, in the gradient's dtype
+            t = (g_perp.astype(jnp.float32) + momentum * trace.astype(jnp.float32)).astype(g_dtype)
+            return _apply(p, -lr * t.astype(jnp.float32), g_dtype), t.astype(trace.dtype)
 
         return f
 
     pass_ = _Pass(scalars, body)
     return _fused(
-        0 if momentum is None else 1,
+        1,
         lambda dtype: (dtype,),
         _pass_rule(pass_, lambda bucket, like, p, g: _projected(bucket, like, p, g, renormalize)),
         name="perp_sgd",
@@ -845,18 +839,16 @@ def fused_lamb(
             write_leaves=False,
         )
         assert first.sums is not None
-
-        def finish(reduce, first_sums, count):
-            p_sq, r_sq = reduce(lambda p_sq_b, r_sq_b: (p_sq_b, r_sq_b))
-            return (_trust_ratio(jnp.sqrt(p_sq), jnp.sqrt(r_sq)),)
-
+        spans = _leaf_sums(first.sums, first.blocks)
+        p_sq, r_sq = (jnp.concatenate([jnp.sum(span[n], axis=1) for span in spans]) for n in (0, 1))
+        ratio = _trust_ratio(jnp.sqrt(p_sq), jnp.sqrt(r_sq))
         second = _pallas.multi_tensor(
             [apply_step(buckets[b], d) for b, d in zip(bucket_of, dtypes, strict=True)],
             [ps],
             first.storage,
             where,
             step_scalars,
-            leaf_scalars=_pallas.per_leaf(first.sums, first.blocks, finish, 1),
+            leaf_scalars=ratio[:, None],
             writes=[False] * len(storage),
         )
         return _unflatten(order, second.leaves, len(p_leaves), state_buffers, first.storage)
