@@ -630,6 +630,7 @@ PALLAS_CASES = [
     ("fused_adam pallas", restore_interleave(lambda: fused_adam(1e-3, kernel="pallas"))),
     ("fused_perp_adamw pallas", PERP_ADAMW("pallas")),
     ("fused_perp_sgd pallas", PERP_SGD("pallas")),
+    ("fused_perp_sgd pallas, momentum None", lambda: fused_perp_sgd(1e-3, momentum=None, kernel="pallas")),
     ("fused_lamb pallas", LAMB("pallas")),
 ]
 

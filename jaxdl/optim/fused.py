@@ -53,7 +53,7 @@ import numpy as np
 import optax
 
 from jaxdl._typing import PyTree
-from jaxdl.optim._checks import check_adam, check_beta, check_leaves, check_nonnegative
+from jaxdl.optim._checks import _concrete, check_adam, check_beta, check_leaves, check_nonnegative
 from jaxdl.optim._compensated import BLOCK_SUMS, Projection, block_sums, from_blocks, projection, residual
 from jaxdl.optim._defaults import ADAMW, DIFFGRAD, LAMB
 from jaxdl.optim._grouping import GROUP_MAX_SIZE
@@ -616,16 +616,18 @@ def fused_perp_adamw(
 
 def fused_perp_sgd(
     learning_rate: optax.ScalarOrSchedule,
-    momentum: jax.typing.ArrayLike = 0.0,
+    momentum: jax.typing.ArrayLike | None = 0.0,
     *,
     renormalize: bool = True,
     kernel: str = "xla",
 ) -> FusedOptimizer:
     """⊥SGD (Prieto et al., ICLR 2025) as a fused step: equals `jaxdl.optim.perp_sgd(learning_rate,
     momentum)` followed by `optax.apply_updates`, to float32 rounding (heavy-ball momentum
-    t = g_perp + momentum * t, as `optax.trace`; the trace is kept even at momentum 0). One
-    reduction over g and w, then one pass reading p, g, t and writing p, t: 7 buffers.
-    `kernel="pallas"`: both as multi-tensor Pallas kernels on GPUs (module docstring).
+    t = g_perp + momentum * t, as `optax.trace`). One reduction over g and w, then one pass
+    reading p, g, t and writing p, t: 7 buffers. At momentum 0 the trace is kept (it holds
+    g_perp) but not read: 6 buffers; with `momentum=None` (as `optax.sgd`'s) there is no trace:
+    5 buffers, and the state holds no buffers. `kernel="pallas"`: both as multi-tensor Pallas
+    kernels on GPUs (module docstring).
 
     Example:
       >>> import jax.numpy as jnp
@@ -637,24 +639,32 @@ def fused_perp_sgd(
       [ 1.  -0.5]
     """
     check_nonnegative("learning_rate", learning_rate)
-    check_beta("momentum", momentum)
+    if momentum is not None:
+        check_beta("momentum", momentum)
     _check_kernel(kernel)
     if not isinstance(renormalize, bool):
         raise TypeError(f"renormalize must be a bool, got {renormalize!r}")
+    # A concrete 0 (or None) skips the trace's read: 0 * t is not 0 to XLA (t may be inf/NaN).
+    no_read = momentum is None or _concrete("momentum", momentum) == 0
 
     def scalars(count):
         return (_scalar(learning_rate, count),)
 
     def body(bucket, g_dtype):
-        def f(p, g_perp, trace, lr):  # g_perp: the projected gradient, in the gradient's dtype
-            t = (g_perp.astype(jnp.float32) + momentum * trace.astype(jnp.float32)).astype(g_dtype)
-            return _apply(p, -lr * t.astype(jnp.float32), g_dtype), t.astype(trace.dtype)
+        def f(p, g_perp, *trace_and_lr):  # g_perp: the projected gradient, in the gradient's dtype
+            *trace, lr = trace_and_lr
+            t = (
+                g_perp
+                if no_read
+                else (g_perp.astype(jnp.float32) + momentum * trace[0].astype(jnp.float32)).astype(g_dtype)
+            )
+            return _apply(p, -lr * t.astype(jnp.float32), g_dtype), *(t.astype(x.dtype) for x in trace)
 
         return f
 
     pass_ = _Pass(scalars, body)
     return _fused(
-        1,
+        0 if momentum is None else 1,
         lambda dtype: (dtype,),
         _pass_rule(pass_, lambda bucket, like, p, g: _projected(bucket, like, p, g, renormalize)),
         name="perp_sgd",

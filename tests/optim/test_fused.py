@@ -74,6 +74,10 @@ PAIRS = {
         lambda: fused_perp_sgd(SCHEDULE, momentum=0.8, kernel="pallas"),
         lambda: perp_sgd(SCHEDULE, momentum=0.8),
     ),
+    "perp_sgd-no-momentum-pallas": (
+        lambda: fused_perp_sgd(SCHEDULE, momentum=None, kernel="pallas"),
+        lambda: perp_sgd(SCHEDULE),
+    ),
     "lamb-pallas": (
         lambda: fused_lamb(
             SCHEDULE, weight_decay=0.05, weight_decay_mask=MASK, trust_ratio_mask=MASK, kernel="pallas"
@@ -84,7 +88,11 @@ PAIRS = {
 # The ⊥Grad steps' scalar leaf: its orthogonal complement is {0}, so its g_perp is the round-off
 # of its own entries (capped, `perpgrad`), which the Pallas path forms in another order than the
 # optax chain; Adam then normalises that round-off to a step of up to lr. Tested on its own below.
-NOISE_LEAVES = {"perp_adamw-pallas": {"scale"}, "perp_sgd-pallas": {"scale"}}
+NOISE_LEAVES = {
+    "perp_adamw-pallas": {"scale"},
+    "perp_sgd-pallas": {"scale"},
+    "perp_sgd-no-momentum-pallas": {"scale"},
+}
 parametrize_pairs = pytest.mark.parametrize("name", PAIRS)
 
 
@@ -391,6 +399,25 @@ def test_pallas_reducing_steps_equal_xla(monkeypatch, name):
         x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
         diff = np.abs(x - y).max(initial=0) / (np.abs(y).max(initial=0) * eps or 1)
         assert diff <= 4, (name, x.shape)
+
+
+@pytest.mark.parametrize("kernel", ["xla", "pallas"])
+def test_perp_sgd_without_momentum_reads_no_trace(kernel):
+    # momentum=None keeps no trace (5 buffers: the state holds none) and equals the chain
+    # perp_sgd(momentum=None) (the Pallas step: in PAIRS); at momentum 0 the trace is written but
+    # not read (6 buffers): a NaN trace changes nothing, where 0 * NaN would.
+    params, grads = _params(), _grads(_params(), 0)
+    none, zero = fused_perp_sgd(1e-2, momentum=None, kernel=kernel), fused_perp_sgd(1e-2, kernel=kernel)
+    assert all(buffers == () for buffers in none.init(params).buffers)
+    state = zero.init(params)
+    nan = state._replace(buffers=jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), state.buffers))
+    a, _ = jax.jit(none.step)(params, grads, none.init(params))
+    b, state = jax.jit(zero.step)(params, grads, nan)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.buffers))
+    if kernel == "xla":
+        c = _chain_step(perp_sgd(1e-2))(params, grads, perp_sgd(1e-2).init(params))[0]
+        chex.assert_trees_all_close(a, c, rtol=2e-6, atol=2e-7)
 
 
 def _perp_trace(kernel, g, w, renormalize=True):
