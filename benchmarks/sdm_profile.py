@@ -1,20 +1,19 @@
 """Where the time of the SDM kNN goes, on 1 and 2 GPUs, in one process (issue #17).
 
-    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small] [--trace DIR | --last DIR]
+    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small] [--trace DIR]
 
 Times (median of 5, after a first call whose time includes compilation), against the same arrays:
 the bf16 GEMM alone and with the scores written out (the floors); the search on one GPU with and
 without compacting the candidates under the k-th group minimum before the last sorts; on 2 GPUs
-the split route (selection split over queries) with and without compaction, in 1, 2 or 4 query
-chunks of one program, with XLA's latency-hiding scheduler, and the per-device top-k + merge route;
+the split route (selection split over queries) with and without compaction, and the per-device
+top-k + merge route;
 float32 (``refine=16``), TF32 and bf16 + ``refine=64`` with their recall against float64; the
 accurate distance's error against float64; `SDMHead.predict` against the kNN alone, with its parts
 (the adaptor; the jitted function without the host-side input checks; the same with the epilogue
 of before: q by ``cumprod``, ``searchsorted`` by a while loop); torch ``mm`` + ``topk`` as the
-peer. Prints one ``ROW`` line per measurement. ``--last DIR``: only the index's defaults against
-``compact="last"`` (one compaction branch, at the last level only) and ``"groups"`` (the last sort by
-one more level of group minima, no branch) at bf16 on 1 and 2 GPUs and float32 on 2, with recall,
-then a profiler trace of each 2-GPU variant at the largest k.
+peer. Prints one ``ROW`` line per measurement. (Query chunks of one program, XLA's latency-hiding
+scheduler and two branch-free variants of the last sort were measured with earlier versions of this
+script and not kept: benchmarks/RESULTS.md.)
 """
 
 import sys
@@ -61,8 +60,7 @@ def search(index, queries, k, **options):
         query_block_size=None, block_size=None, approximate=False, recall_target=0.95, compact=True
     )
     defaults.update(options)
-    fn = index_module._search_overlapped if defaults.pop("overlapped", False) else index_module._search
-    return lambda: fn(index, queries, None, k=k, **defaults)
+    return lambda: index_module._search(index, queries, None, k=k, **defaults)
 
 
 def main():
@@ -73,8 +71,6 @@ def main():
     if "--trace" in sys.argv:  # --trace DIR: the default bf16 rows and a profiler trace only
         return trace_rows(exemplars, queries, sys.argv[sys.argv.index("--trace") + 1])
     truth, torch = _truth(exemplars, queries)
-    if "--last" in sys.argv:
-        return last_rows(exemplars, queries, truth, sys.argv[sys.argv.index("--last") + 1])
     main_rows(exemplars, queries, truth, torch)
 
 
@@ -98,33 +94,6 @@ def _truth(exemplars, queries):
         dist = (q64 * q64).sum(1)[:, None] - 2 * q64 @ e.T + (e * e).sum(1)[None, :]
         truth = np.argsort(dist, axis=1, kind="stable")[:, : max(KS) + 1]
     return truth, torch
-
-
-def last_rows(exemplars, queries, truth, out_dir):
-    """The defaults (``compact=None``) against ``compact="last"`` and ``"groups"``; traces on 2 GPUs."""
-
-    def row(name, index, k, **options):
-        fn = search(index, queries, k, **options)
-        _, out = timed(name, fn)
-        print(f"    recall {recall(out[1], truth, k)}", flush=True)
-        return fn
-
-    bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
-    traced = {}
-    for k in KS:
-        for compact in (None, "last", "groups") if k == max(KS) else (None,):
-            label = "default" if compact is None else compact
-            row(f"1gpu bf16 k={k} {label}", bf16, k, compact=compact)
-            if bf16_2 is not None:
-                traced[f"2gpu k={k} {label}"] = row(
-                    f"2gpu bf16 k={k} split {label}", bf16_2, k, compact=compact
-                )
-    if mesh is not None:
-        f32_2 = build_index(exemplars, mesh=mesh)
-        for compact in (None, "groups"):
-            row(f"2gpu f32 k={max(KS)} split refine=16 {compact or 'default'}", f32_2, max(KS), refine=16,
-                compact=compact)  # fmt: skip
-    _trace(traced, out_dir)
 
 
 def _bf16_indexes(exemplars, queries):
@@ -191,23 +160,6 @@ def main_rows(exemplars, queries, truth, torch):
             bf16_2 = build_index(exemplars, compute_dtype=jnp.bfloat16, mesh=mesh)
             row(f"2gpu bf16 k={k} split", bf16_2, k)
             row(f"2gpu bf16 k={k} split no compaction", bf16_2, k, compact=False)
-            row(f"2gpu bf16 k={k} split 2 chunks", bf16_2, k, split_chunks=2)
-            row(f"2gpu bf16 k={k} split 2 chunks no compaction", bf16_2, k, split_chunks=2, compact=False)
-            row(f"2gpu bf16 k={k} split latency-hiding scheduler", bf16_2, k, overlapped=True)
-            row(
-                f"2gpu bf16 k={k} split 2 chunks latency-hiding scheduler",
-                bf16_2,
-                k,
-                split_chunks=2,
-                overlapped=True,
-            )
-            row(
-                f"2gpu bf16 k={k} split 4 chunks latency-hiding scheduler",
-                bf16_2,
-                k,
-                split_chunks=4,
-                overlapped=True,
-            )
             row(f"2gpu bf16 k={k} merge", bf16_2, k, sharded_selection="merge")
             del bf16_2
         row(f"1gpu f32 k={k} refine=16", f32, k, refine=16)
@@ -215,14 +167,6 @@ def main_rows(exemplars, queries, truth, torch):
         if mesh is not None:
             f32_2 = build_index(exemplars, mesh=mesh)
             row(f"2gpu f32 k={k} split refine=16", f32_2, k, refine=16)
-            row(
-                f"2gpu f32 k={k} split refine=16 2 chunks lhs",
-                f32_2,
-                k,
-                refine=16,
-                split_chunks=2,
-                overlapped=True,
-            )
             del f32_2
         row(f"1gpu tf32 k={k}", tf32, k)
         row(f"1gpu bf16 k={k} refine=64", bf16, k, refine=64)

@@ -22,18 +22,15 @@ contradiction. Sorting work drops from n per row to about n/g + k·g (g ~ sqrt(n
    nothing at k = 128 (6.36 vs 6.34 ms; 3.63 vs 3.80 ms on 2 GPUs), so the index compacts from
    k = 1,024 on. The branch costs a device-to-host read of one flag per level.
 
-5. (``compact="groups"``) the last sort's k·g candidates are again a k-smallest problem: one more
-   level of group minima over them (`smallest_k` with ``levels=1``) sorts about 2·sqrt(g)·k entries
-   instead of k·g, exact by the same argument, with no branch and so no flag read to the host.
-   Measured on H200s (k = 2,048, bf16): 9.46 vs 8.83 ms on one GPU, 6.09 vs 5.37 ms on two (its three
-   8,192-entry sorts cost more than the compaction); compacting at the outermost level only
-   (``"last"``, one flag read instead of two) 8.74 / 5.64 ms. The flag reads are not what costs.
+   Measured and not kept (H200s, k = 2,048, bf16): taking the last sort's k·g candidates by one
+   more level of group minima, with no branch and so no flag read, 9.46 vs 8.83 ms on one GPU and
+   6.09 vs 5.37 ms on two; compacting at the outermost level only (one flag read instead of two)
+   8.74 / 5.64 ms. The flag reads are not what costs.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -53,21 +50,14 @@ def _group_size(n: int, k: int) -> int:
     return g
 
 
-Compact = bool | Literal["groups", "last"]
-"""How the last sort of a level takes its candidates: all (False), those under the k-th group minimum
-(True, `top_k_below`; "last": only at the outermost level), or by one more level of group minima
-("groups", `last_k`)."""
-
-
 def smallest_k(
-    values: jax.Array, k: int, levels: int = 2, compact: Compact = True
+    values: jax.Array, k: int, levels: int = 2, compact: bool = True
 ) -> tuple[jax.Array, jax.Array]:
     """The k smallest entries of each row of ``values [B, n]``, ascending, ties to the lower index.
 
     ``levels`` caps the depth of the group-minimum hierarchy (0: plain ``lax.top_k``); ``compact``
-    sorts only the candidates at or below the k-th group minimum (True, `top_k_below`) or takes the
-    last k by one more level of group minima ("groups", see `last_k`); "last" compacts only at this,
-    the outermost, level. NaN must be replaced by +inf beforehand.
+    sorts only the candidates at or below the k-th group minimum (`top_k_below`). NaN must be
+    replaced by +inf beforehand.
 
     >>> import jax.numpy as jnp
     >>> vals, idx = smallest_k(jnp.array([[3.0, 1.0, 2.0, 1.0]]), 3)
@@ -82,8 +72,7 @@ def smallest_k(
     num_groups = -(-n // g)
     padded = jnp.pad(values, ((0, 0), (0, num_groups * g - n)), constant_values=jnp.inf)
     grouped = padded.reshape(num_rows, num_groups, g)
-    inner = False if compact == "last" else compact
-    group_minima, groups = smallest_k(jnp.min(grouped, axis=2), k, levels - 1, inner)
+    group_minima, groups = smallest_k(jnp.min(grouped, axis=2), k, levels - 1, compact)
     groups = jnp.sort(groups, axis=1)  # index order, so that top_k's ties go to the lower index
     candidates = jnp.take_along_axis(grouped, groups[:, :, None], axis=1).reshape(num_rows, k * g)
     vals, position = last_k(candidates, group_minima[:, -1], k, compact)
@@ -91,22 +80,18 @@ def smallest_k(
     return vals, index.astype(jnp.int32)
 
 
-def last_k(candidates: jax.Array, bound: jax.Array, k: int, compact: Compact) -> tuple[jax.Array, jax.Array]:
+def last_k(candidates: jax.Array, bound: jax.Array, k: int, compact: bool) -> tuple[jax.Array, jax.Array]:
     """The k smallest of the chosen groups' entries ``candidates [B, k·g]`` (values, positions), ties
     to the lower position; ``bound [B]`` is the k-th smallest group minimum.
 
-    ``compact``: False sorts them all (``lax.top_k``); True or "last" compacts those under ``bound``
-    first (`top_k_below`, one device-to-host flag read for its fallback); "groups" takes them by one more
-    level of group minima (`smallest_k` with ``levels=1``; no branch; a plain sort when that would not
-    shrink it).
+    ``compact``: False sorts them all (``lax.top_k``); True compacts those under ``bound`` first
+    (`top_k_below`, one device-to-host flag read for its fallback).
 
     >>> import jax.numpy as jnp
-    >>> vals, pos = last_k(jnp.array([[5.0, 1.0, 9.0, 1.0]]), jnp.array([5.0]), 2, "groups")
+    >>> vals, pos = last_k(jnp.array([[5.0, 1.0, 9.0, 1.0]]), jnp.array([5.0]), 2, True)
     >>> vals.tolist(), pos.tolist()
     ([[1.0, 1.0]], [[1, 3]])
     """
-    if compact == "groups":
-        return smallest_k(candidates, k, 1, False)
     if compact:
         return top_k_below(candidates, bound, k)
     neg, position = jax.lax.top_k(-candidates, k)

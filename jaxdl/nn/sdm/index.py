@@ -21,10 +21,9 @@ merge leaves every device sorting candidates for every query: on 2 H200s, 1.87-1
 float32 and, at bf16, 1.75-1.78x (k = 128) and 1.46-1.65x (k = 2,048, three runs), against 1.35x
 and 1.17x for the per-device top-k and merge (benchmarks/RESULTS.md). At bf16 and k = 2,048 each
 device spends 1.7 of its ~5 ms in the GEMM and ~0.5 ms in the two all-to-alls (a profiler trace);
-query chunks in one program, with or without XLA's latency-hiding scheduler, did not hide them
-(private knobs ``split_chunks`` and `_search_overlapped`, measured, not the default), and the last
-sorts without the compaction branch's flag read to the host (``compact="last"`` or ``"groups"``)
-were slower, not faster (5.6 and 6.1 vs 5.4 ms on 2 GPUs). The search is one
+query chunks in one program, with or without XLA's latency-hiding scheduler, did not hide them, and
+the last sorts without the compaction branch's flag read to the host were slower, not faster (5.6
+and 6.1 vs 5.4 ms on 2 GPUs): both measured and not kept (benchmarks/RESULTS.md). The search is one
 jitted function per (index layout, shapes, options): repeated calls compile nothing, eagerly or
 inside a user's ``jit``.
 """
@@ -411,7 +410,7 @@ def _search_split(vectors, sq_norms, queries, exclude, *, axis, k, group, precis
     grouped = scores.reshape(num, per_shard, group)
     # [B / P, P * per_shard]: my queries' minima of every group, in global group (= row) order.
     minima = jax.lax.all_to_all(jnp.min(grouped, axis=2), axis, 0, 1, tiled=True)
-    group_minima, groups = smallest_k(minima, k, levels - 1, False if compact == "last" else compact)
+    group_minima, groups = smallest_k(minima, k, levels - 1, compact)
     groups = jnp.sort(groups, axis=1)  # index order, so that top_k's ties go to the lower index
     wanted = jax.lax.all_gather(groups, axis, axis=0, tiled=True) - me * per_shard  # [B, k], local
     mine = (wanted >= 0) & (wanted < per_shard)
@@ -494,16 +493,12 @@ def _search_impl(
     levels=2,
     sharded_selection="split",
     compact=None,
-    split_chunks=1,
 ):
     """The jitted search. Private knobs for the benchmarks: ``levels``, the depth of the exact
-    selection's hierarchy (0: ``lax.top_k``); ``compact``, how the last sort of each level takes its
-    candidates (`_selection.Compact`: True, only those under the k-th group minimum, `top_k_below`,
-    the default for k >= `_COMPACT_K`; "last", the same at the outermost level only; "groups", by one
-    more level of group minima, no branch; False, all of them); on a mesh ``sharded_selection``:
-    "split" (the selection split over queries, `_search_split`) or "merge" (each device's top-k, then
-    a merge), and ``split_chunks``, query chunks of the split route in one program (so that one
-    chunk's all-to-alls may overlap another's GEMM)."""
+    selection's hierarchy (0: ``lax.top_k``); ``compact``, whether the last sort of each level takes
+    only the candidates under the k-th group minimum (`top_k_below`; the default for k >=
+    `_COMPACT_K`); on a mesh ``sharded_selection``: "split" (the selection split over queries,
+    `_search_split`) or "merge" (each device's top-k, then a merge)."""
     vectors = index.vectors if index.search_vectors is None else index.search_vectors
     num_shards = 1 if index.mesh is None else index.mesh.shape[index.axis_name]
     rows = vectors.shape[0] // num_shards
@@ -519,9 +514,8 @@ def _search_impl(
     group = None
     if num_shards > 1 and sharded_selection == "split" and not approximate and block >= rows:
         group = _split_group_size(rows, num_shards, k_sel)
-    if group is not None:  # the split route takes query blocks of a multiple of devices x chunks
-        multiple = num_shards * split_chunks
-        query_block_size = -(-query_block_size // multiple) * multiple
+    if group is not None:  # the split route takes query blocks of a multiple of the devices
+        query_block_size = -(-query_block_size // num_shards) * num_shards
     search = functools.partial(
         _search_local,
         k=k_sel,
@@ -561,21 +555,7 @@ def _search_impl(
                 _search_split, vectors, sq_norms, axis=axis, k=k_sel, group=group,
                 precision=index.precision, levels=levels, compact=compact,
             )  # fmt: skip
-            if split_chunks == 1:
-                scores, found = split(q, ex)
-            else:  # chunk c holds rows c of every device's share, so that results stay in order
-                part = q.shape[0] // (num_shards * split_chunks)
-                q_parts = q.reshape(num_shards, split_chunks, part, -1)
-                ex_parts = None if ex is None else ex.reshape(num_shards, split_chunks, part)
-                results = [
-                    split(
-                        q_parts[:, c].reshape(num_shards * part, -1),
-                        None if ex is None else ex_parts[:, c].reshape(-1),
-                    )
-                    for c in range(split_chunks)
-                ]
-                scores = jnp.concatenate([r[0] for r in results], axis=0)
-                found = jnp.concatenate([r[1] for r in results], axis=0)
+            scores, found = split(q, ex)
             mine = scores.shape[0]
             my_queries = jax.lax.dynamic_slice_in_dim(q, jax.lax.axis_index(axis) * mine, mine)
 
@@ -637,13 +617,5 @@ _STATIC = (
     "levels",
     "sharded_selection",
     "compact",
-    "split_chunks",
 )
 _search = jax.jit(_search_impl, static_argnames=_STATIC)
-_search_overlapped = jax.jit(
-    _search_impl,
-    static_argnames=_STATIC,
-    compiler_options={"xla_gpu_enable_latency_hiding_scheduler": True},
-)
-"""`_search` compiled with XLA's latency-hiding scheduler (off by default on GPUs), which may run one
-query chunk's all-to-alls beside another chunk's GEMM (``split_chunks``); a benchmark knob."""

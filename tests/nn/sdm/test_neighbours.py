@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxdl.nn.sdm import _selection, build_index, nearest_neighbours
+from jaxdl.nn.sdm import build_index, nearest_neighbours
 from jaxdl.nn.sdm import index as index_module
 from jaxdl.nn.sdm._refine import accurate_sq_distances
-from jaxdl.nn.sdm._selection import _group_size, _prefix_count, smallest_k, top_k_below
+from jaxdl.nn.sdm._selection import _prefix_count, smallest_k, top_k_below
 from jaxdl.nn.sdm.index import _split_group_size
 from tests.reference import sdm as ref
 
@@ -89,24 +89,6 @@ def test_two_stage_selection_is_exact(ties):
         expected = np.argsort(values, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(idx, expected)
         np.testing.assert_array_equal(vals, np.take_along_axis(values, expected, axis=1))
-
-
-@pytest.mark.parametrize("ties", [True, False])
-def test_last_sort_by_one_more_level_of_group_minima_is_exact(ties):
-    """``compact="groups"``: the k·g = 11,200 candidates of the last sort are taken by another level of
-    group minima (groups of 4), with no branch; ties everywhere or none, an infinite entry."""
-    rng = np.random.default_rng(11)
-    k, n = 700, 140_000
-    assert _group_size(n, k) == 16 and _group_size(k * 16, k) == 4  # the regrouping happens
-    if ties:
-        values = rng.integers(0, 300, size=(2, n)).astype(np.float32)
-    else:
-        values = rng.normal(size=(2, n)).astype(np.float32)
-    values[1, 7] = np.inf
-    vals, idx = jax.jit(smallest_k, static_argnums=(1, 2, 3))(values, k, 2, "groups")
-    expected = np.argsort(values, axis=1, kind="stable")[:, :k]
-    np.testing.assert_array_equal(idx, expected)
-    np.testing.assert_array_equal(vals, np.take_along_axis(values, expected, axis=1))
 
 
 def test_large_index_uses_grouped_selection_and_stays_exact(x64):
@@ -286,28 +268,9 @@ def test_split_selection_over_eight_devices_with_ties(mesh):
     np.testing.assert_array_equal(dist, expected_dist)
 
 
-def test_split_selection_regroups_the_last_sort_exactly(mesh, monkeypatch):
-    """``compact="groups"`` on 8 devices with ties and exclusions: the direct-sort threshold lowered
-    to 64 so that the last sort (the 36 chosen groups' 576 entries) takes another level of group
-    minima (groups of 4) at this size."""
-    monkeypatch.setattr(_selection, "_DIRECT_MAX", 64)
-    rng = np.random.default_rng(12)
-    exemplars = rng.integers(-5, 6, size=(9216, 3)).astype(np.float32)
-    queries = rng.integers(-5, 6, size=(8, 3)).astype(np.float32)
-    exclude = rng.integers(-1, 9216, size=8).astype(np.int32)
-    assert _split_group_size(1152, 8, 36) == 16 and _group_size(36 * 16, 36) == 4
-    expected_dist, expected_idx = ref.knn(queries, exemplars, 36, exclude=exclude)
-    dist, idx = index_module._search(
-        build_index(exemplars, mesh=mesh), jnp.asarray(queries), jnp.asarray(exclude), k=36,
-        query_block_size=None, block_size=None, approximate=False, recall_target=0.95, compact="groups",
-    )  # fmt: skip
-    np.testing.assert_array_equal(idx, expected_idx)
-    np.testing.assert_array_equal(dist, expected_dist)
-
-
-def test_split_selection_in_two_query_chunks_compacts_exactly(mesh):
-    """Normal values (the candidates under the k-th group minimum are compacted) and the queries in
-    two chunks of one program (`split_chunks=2`): the result stays in query order."""
+def test_split_selection_compacts_exactly(mesh):
+    """Normal values, 8 devices: the candidates under the k-th group minimum are compacted (on by
+    default only from k = 1,024) before the last sorts of the split route."""
     rng = np.random.default_rng(10)
     exemplars = rng.normal(size=(9216, 3)).astype(np.float32)
     queries = rng.normal(size=(21, 3)).astype(np.float32)
@@ -316,7 +279,7 @@ def test_split_selection_in_two_query_chunks_compacts_exactly(mesh):
     dist, idx = index_module._search(
         build_index(exemplars, mesh=mesh), jnp.asarray(queries), jnp.asarray(exclude), k=20,
         query_block_size=None, block_size=None, approximate=False, recall_target=0.95, refine=16,
-        split_chunks=2, compact=True,
+        compact=True,
     )  # fmt: skip
     np.testing.assert_array_equal(idx, expected_idx)
     np.testing.assert_allclose(dist, expected_dist, rtol=1e-6, atol=1e-6)
