@@ -306,11 +306,6 @@ def hessian_trace(
 def _trace_probe(curvature, num_samples, method, distribution, vectors_per_step, params, batch, key):
     _check_params(params)
     matvec = curvature_operator(curvature, params, batch)
-    return _trace_estimate(matvec, params, key, num_samples, method, distribution, vectors_per_step)
-
-
-def _trace_estimate(matvec, params, key, num_samples, method, distribution, vectors_per_step) -> TraceResult:
-    """Hutchinson or Hutch++ with the operator ``matvec`` (the body of :func:`hessian_trace`)."""
     apply_block = lambda block: jax.lax.map(matvec, block, batch_size=vectors_per_step)
     draw = lambda k, n: jax.vmap(lambda kk: ops.tree_random_like(kk, params, distribution))(
         jax.random.split(k, n)

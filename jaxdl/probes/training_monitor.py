@@ -374,12 +374,8 @@ def _record(monitor: TrainingMonitor, params, batch, key, step, grads, state) ->
     gradient, hvp = jax.linearize(jax.grad(lambda p: _scalar(monitor.loss_fn(p, batch))), params)
     flat_hvp, ravel, unravel = ops.flat_operator(hvp, params)
     size = ops.tree_size(params)
-    v0 = first = None
-    if monitor.num_iters:
-        v0 = jax.random.normal(eig_key, (size,), dtype)
-        if state is not None:  # warm start from the last record's Ritz vector (random before the first)
-            previous = ravel(state.vector)
-            v0 = jnp.where(jnp.any(previous != 0), previous, v0)
+    v0 = _start_vector(eig_key, size, dtype, ravel, state) if monitor.num_iters else None
+    first = None
     if monitor.num_samples:
         # Hutchinson (the probes of hessian_trace: one Rademacher draw of P entries per key), the
         # products in one vmap together with Lanczos's first one, A v0
@@ -424,7 +420,7 @@ def _sharpness_from(flat_hvp, unravel, v0, num_iters: int, first=None) -> tuple[
     ``flat_hvp(v0)`` when it was computed already.
     """
     res = _lanczos._lanczos_flat(flat_hvp, v0, num_iters, first_product=first)
-    top, s, _ = _lanczos._top_ritz_pair(res.alphas, res.betas, res.alphas.shape[0], None)
+    top, s = _lanczos.largest_ritz_pair(res.alphas, res.betas)
     return top, unravel(jnp.matmul(s, res.basis[:-1], precision=jax.lax.Precision.HIGHEST))
 
 
@@ -434,11 +430,18 @@ def _sharpness(
     """The sharpness probe alone (its own linearisation), as the monitor computes it."""
     _, hvp = jax.linearize(jax.grad(lambda p: _scalar(loss_fn(p, batch))), params)
     flat_hvp, ravel, unravel = ops.flat_operator(hvp, params)
-    v0 = jax.random.normal(key, (ops.tree_size(params),), _float_dtype(params))
-    if state is not None:
-        previous = ravel(state.vector)
-        v0 = jnp.where(jnp.any(previous != 0), previous, v0)
+    v0 = _start_vector(key, ops.tree_size(params), _float_dtype(params), ravel, state)
     return _sharpness_from(flat_hvp, unravel, v0, num_iters)
+
+
+def _start_vector(key, size: int, dtype, ravel, state) -> jax.Array:
+    """Lanczos's flat start vector: the last record's Ritz vector with a warm ``state`` (random
+    before the first record, when it is zero), else a normal draw."""
+    v0 = jax.random.normal(key, (size,), dtype)
+    if state is None:
+        return v0
+    previous = ravel(state.vector)
+    return jnp.where(jnp.any(previous != 0), previous, v0)
 
 
 class MonitoredSteps(NamedTuple):
