@@ -262,10 +262,10 @@ def _pass_rule(pass_: _Pass, transform: Callable | None = None) -> Callable:
     return rule
 
 
-def _pallas_layout(buckets, p_leaves, state_buffers, by_size=False):
-    """The leaves in kernel order (bucket by bucket, or largest first with `by_size`: same-sized
-    leaves are neighbours, and `_pallas.multi_tensor` gives every kernel some large ones), each
-    leaf's bucket, and where its buffers sit in the flat storage arrays (its `where`)."""
+def _pallas_layout(buckets, p_leaves, state_buffers):
+    """The leaves in kernel order (largest first: same-sized leaves are neighbours, and
+    `_pallas.multi_tensor` gives every kernel some large ones), each leaf's bucket, and where its
+    buffers sit in the flat storage arrays (its `where`)."""
     entries: list[tuple[int, int, list[tuple[int, int]]]] = []
     storage: list[jax.Array] = []
     for b, (bucket, bufs) in enumerate(zip(buckets, state_buffers, strict=True)):
@@ -274,8 +274,7 @@ def _pallas_layout(buckets, p_leaves, state_buffers, by_size=False):
         for i in bucket.members:
             entries.append((i, b, [(first + n, start) for n in range(len(bufs))]))
             start += p_leaves[i].size
-    if by_size:
-        entries.sort(key=lambda e: -p_leaves[e[0]].size)
+    entries.sort(key=lambda e: -p_leaves[e[0]].size)
     order, bucket_of, where = (list(x) for x in zip(*entries, strict=True))
     return order, bucket_of, where, storage
 
@@ -301,7 +300,7 @@ def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers
     moment buffers in place (`_pallas.multi_tensor`): new leaves, new buffers per bucket."""
     from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
 
-    order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers, by_size=True)
+    order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers)
     bodies = [pass_.body(buckets[b], _g_dtype(g_leaves, buckets[b])) for b in bucket_of]
     leaves = [[p_leaves[i] for i in order], [g_leaves[i] for i in order]]
     out = _pallas.multi_tensor(bodies, leaves, storage, where, pass_.scalars(count))
@@ -326,7 +325,7 @@ def _perp_with_pallas(pass_: _Pass, renormalize: bool) -> Callable:
     def run(count, p_leaves, g_leaves, buckets, state_buffers):
         from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
 
-        order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers, by_size=True)
+        order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers)
         ps, gs = [p_leaves[i] for i in order], [g_leaves[i] for i in order]
         stats = _pallas.multi_tensor(
             [lambda w, g: block_sums(w, g, _TINY)] * len(order),
@@ -835,7 +834,7 @@ def fused_lamb(
     def pallas(count, p_leaves, g_leaves, buckets, state_buffers):
         from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
 
-        order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers, by_size=True)
+        order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers)
         ps, gs = [p_leaves[i] for i in order], [g_leaves[i] for i in order]
         dtypes = [_g_dtype(g_leaves, buckets[b]) for b in bucket_of]
         step_scalars = scalars(count)
