@@ -67,8 +67,7 @@ def smallest_k(
     num_rows, n = values.shape
     g = _group_size(n, k) if levels > 0 else 1
     if g == 1:
-        neg, index = jax.lax.top_k(-values, k)
-        return -neg, index.astype(jnp.int32)
+        return _top_k_smallest(values, k)
     num_groups = -(-n // g)
     padded = jnp.pad(values, ((0, 0), (0, num_groups * g - n)), constant_values=jnp.inf)
     grouped = padded.reshape(num_rows, num_groups, g)
@@ -92,9 +91,12 @@ def last_k(candidates: jax.Array, bound: jax.Array, k: int, compact: bool) -> tu
     >>> vals.tolist(), pos.tolist()
     ([[1.0, 1.0]], [[1, 3]])
     """
-    if compact:
-        return top_k_below(candidates, bound, k)
-    neg, position = jax.lax.top_k(-candidates, k)
+    return top_k_below(candidates, bound, k) if compact else _top_k_smallest(candidates, k)
+
+
+def _top_k_smallest(values: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """``lax.top_k`` for the k smallest of each row (values ascending, int32 positions)."""
+    neg, position = jax.lax.top_k(-values, k)
     return -neg, position.astype(jnp.int32)
 
 
@@ -139,8 +141,7 @@ def top_k_below(candidates: jax.Array, bound: jax.Array, k: int) -> tuple[jax.Ar
     rows, n = candidates.shape
     capacity = 2 * k
     if capacity >= n:
-        neg, position = jax.lax.top_k(-candidates, k)
-        return -neg, position
+        return _top_k_smallest(candidates, k)
     keep = candidates <= bound[:, None]
 
     def compacted(candidates):
@@ -152,12 +153,8 @@ def top_k_below(candidates: jax.Array, bound: jax.Array, k: int) -> tuple[jax.Ar
         source = source.at[row, slot].set(
             jnp.arange(n, dtype=jnp.int32)[None, :], mode="drop", unique_indices=True
         )
-        neg, position = jax.lax.top_k(-values, k)
-        return -neg, jnp.take_along_axis(source, position, axis=1)
-
-    def whole(candidates):
-        neg, position = jax.lax.top_k(-candidates, k)
-        return -neg, position.astype(jnp.int32)
+        smallest, position = _top_k_smallest(values, k)
+        return smallest, jnp.take_along_axis(source, position, axis=1)
 
     fits = jnp.all(jnp.sum(keep, axis=1) <= capacity)
-    return jax.lax.cond(fits, compacted, whole, candidates)
+    return jax.lax.cond(fits, compacted, lambda c: _top_k_smallest(c, k), candidates)
