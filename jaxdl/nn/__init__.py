@@ -31,7 +31,6 @@ __all__ = [
     "kan",
     "log_stablemax",
     "nearest_neighbours",
-    "restore_head",
     "sdm",
     "sdm_activation",
     "ssm",
@@ -43,7 +42,7 @@ _HOME = {
     "log_stablemax": "activations",
     "stablemax": "activations",
     **dict.fromkeys(("AFKAN", "GRKAN", "KAN", "KATMLP", "KANLinear", "SelectableKAN"), "kan"),
-    **dict.fromkeys(("SDMHead", "fit_sdm", "nearest_neighbours", "restore_head", "sdm_activation"), "sdm"),
+    **dict.fromkeys(("SDMHead", "fit_sdm", "nearest_neighbours", "sdm_activation"), "sdm"),
     **dict.fromkeys(("S4D", "S5", "SequenceModel"), "ssm"),
 }
 
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
     from jaxdl.nn import activations, kan, sdm, ssm
     from jaxdl.nn.activations import log_stablemax, stablemax
     from jaxdl.nn.kan import AFKAN, GRKAN, KAN, KATMLP, KANLinear, SelectableKAN
-    from jaxdl.nn.sdm import SDMHead, fit_sdm, nearest_neighbours, restore_head, sdm_activation
+    from jaxdl.nn.sdm import SDMHead, fit_sdm, nearest_neighbours, sdm_activation
     from jaxdl.nn.ssm import S4D, S5, SequenceModel
 
 

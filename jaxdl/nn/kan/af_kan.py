@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 __all__ = ["af_kan_basis", "af_kan_layer", "af_kan_phases", "global_attention_reduce", "l2_min_max_normalize"]
 
@@ -138,8 +138,12 @@ def af_kan_layer(
     activation: Callable[[Array], Array] = jax.nn.silu,
     combination: str = "quad1",
     eps: float = 1e-5,
+    dtype: DTypeLike | None = None,
 ) -> Array:
     """One AF-KAN layer: basis -> L2MM -> global attention -> LayerNorm -> act(z) @ kernel (AF-KAN Sec. 3).
+
+    Everything up to act(z) runs in at least float32 (the normalisations divide by norms and ranges
+    that bfloat16 would round coarsely); the final contraction runs in `dtype`.
 
     Args:
       x: inputs of shape (..., D).
@@ -147,9 +151,10 @@ def af_kan_layer(
         "norm_scale", "norm_bias" (D,) and "kernel" (D, N).
       activation, combination: as in `af_kan_basis`.
       eps: LayerNorm epsilon.
+      dtype: computation dtype of the final matmul (default: promoted from x and the kernel).
 
     Returns:
-      Shape (..., N).
+      Shape (..., N), in `dtype`.
 
     >>> import jax.numpy as jnp
     >>> s, e = af_kan_phases(3, 3)
@@ -160,17 +165,23 @@ def af_kan_layer(
     """
     if combination not in _COMBINATIONS:
         raise ValueError(f"combination must be one of {sorted(_COMBINATIONS)}, got {combination!r}")
-    return _af_kan_layer(jnp.asarray(x), params, activation, combination, eps)
+    x = jnp.asarray(x)
+    dtype = jnp.result_type(x, params["kernel"]) if dtype is None else jnp.dtype(dtype)
+    return _af_kan_layer(x, params, activation, combination, eps, dtype)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _af_kan_layer(x, params, activation, combination, eps):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _af_kan_layer(x, params, activation, combination, eps, dtype):
     features = af_kan_basis(
-        x, params["starts"], params["ends"], activation=activation, combination=combination
+        x.astype(jnp.promote_types(x.dtype, jnp.float32)),
+        params["starts"],
+        params["ends"],
+        activation=activation,
+        combination=combination,
     )
     features = l2_min_max_normalize(features)
     z = global_attention_reduce(features, params["score_kernel"], params["score_bias"], params["temperature"])
     mean = z.mean(-1, keepdims=True)
     var = ((z - mean) ** 2).mean(-1, keepdims=True)
     z = (z - mean) * jax.lax.rsqrt(var + eps) * params["norm_scale"] + params["norm_bias"]
-    return activation(z) @ params["kernel"]
+    return activation(z).astype(dtype) @ params["kernel"].astype(dtype)

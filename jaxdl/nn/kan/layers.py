@@ -461,12 +461,15 @@ _AF_KAN_PARAMS = (
 )
 
 
-def _check_af_kan_args(grid_size: Any, spline_order: Any, combination: str, param_dtype: Any) -> None:
+def _check_af_kan_args(
+    grid_size: Any, spline_order: Any, combination: str, dtype: Any, param_dtype: Any
+) -> None:
     """The checks the NNX and Linen `AFKAN` share."""
     _check_size("grid_size", grid_size)
     _check_size("spline_order", spline_order, minimum=0)
     if combination not in _COMBINATIONS:
         raise ValueError(f"combination must be one of {sorted(_COMBINATIONS)}, got {combination!r}")
+    _check_float_dtype("dtype", dtype, optional=True)
     _check_float_dtype("param_dtype", param_dtype)
 
 
@@ -480,7 +483,8 @@ class AFKAN(nnx.Module):
       grid_size: G (3). spline_order: k (3); M = G + k starts/ends, trainable and shared across inputs.
       activation: act (SiLU). combination: "quad1" ((a b)^2), "quad2", "sum", "prod", "sum_prod", "cubic1" or
         "cubic2".
-      param_dtype: parameter dtype.
+      dtype: computation dtype of the final matmul (e.g. jnp.bfloat16; the basis, normalisations and
+        attention run in at least float32). param_dtype: parameter dtype.
       rngs: `nnx.Rngs`.
 
     Parameters: starts, ends, score_kernel (M,), score_bias, temperature (sqrt(D)), norm_scale, norm_bias (D,),
@@ -488,7 +492,7 @@ class AFKAN(nnx.Module):
     it shifts every score alike, so the softmax ignores it and its gradient is exactly zero.
 
     Refuses at construction (ValueError): non-positive sizes, spline_order < 0, an unknown combination;
-    (TypeError) a non-floating param_dtype.
+    (TypeError) a non-floating dtype or param_dtype.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -505,13 +509,14 @@ class AFKAN(nnx.Module):
         spline_order: int = 3,
         activation: Callable[[Array], Array] = jax.nn.silu,
         combination: str = "quad1",
+        dtype: DTypeLike | None = None,
         param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ):
         in_features = _check_size("in_features", in_features)
         out_features = _check_size("out_features", out_features)
-        _check_af_kan_args(grid_size, spline_order, combination, param_dtype)
-        self.activation, self.combination = activation, combination
+        _check_af_kan_args(grid_size, spline_order, combination, dtype, param_dtype)
+        self.activation, self.combination, self.dtype = activation, combination, dtype
         starts, ends = af_kan_phases(int(grid_size), int(spline_order))
         num_basis = starts.shape[0]
         self.starts = nnx.Param(starts.astype(param_dtype))
@@ -531,7 +536,9 @@ class AFKAN(nnx.Module):
         params = {name: getattr(self, name)[...] for name in _AF_KAN_PARAMS}
         if x.ndim < 1 or x.shape[-1] != params["kernel"].shape[0]:
             raise ValueError(f"x must have shape (..., {params['kernel'].shape[0]}), got {x.shape}")
-        return af_kan_layer(x, params, activation=self.activation, combination=self.combination)
+        return af_kan_layer(
+            x, params, activation=self.activation, combination=self.combination, dtype=self.dtype
+        )
 
 
 _DEFAULT_POOL = ("bspline", "rbf", "chebyshev", "fourier")

@@ -336,12 +336,13 @@ class AFKAN(nn.Module):
     spline_order: int = 3
     activation: Callable[[Array], Array] = jax.nn.silu
     combination: str = "quad1"
+    dtype: DTypeLike | None = None
     param_dtype: DTypeLike = jnp.float32
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_size("features", self.features)
-        _check_af_kan_args(self.grid_size, self.spline_order, self.combination, self.param_dtype)
+        _check_af_kan_args(self.grid_size, self.spline_order, self.combination, self.dtype, self.param_dtype)
 
     @nn.compact
     def __call__(self, x: ArrayLike) -> Array:
@@ -363,7 +364,9 @@ class AFKAN(nn.Module):
             "norm_bias": self.param("norm_bias", nn.initializers.zeros, (in_features,), dtype),
             "kernel": self.param("kernel", _base_kernel_init, (in_features, self.features), dtype),
         }
-        return af_kan_layer(x, params, activation=self.activation, combination=self.combination)
+        return af_kan_layer(
+            x, params, activation=self.activation, combination=self.combination, dtype=self.dtype
+        )
 
 
 class SelectableKAN(nn.Module):

@@ -234,6 +234,7 @@ def test_every_kan_row_is_covered():
             TypeError,
             "param_dtype",
         ),
+        (lambda: linen.AFKAN(2, dtype=jnp.int32), TypeError, "dtype must be"),
     ],
 )
 def test_linen_twins_refuse_at_construction(build, error, match):
