@@ -554,7 +554,7 @@ def check_section():
             1e-2, weight_decay=0.1, weight_decay_mask=mask, trust_ratio_mask=mask, kernel=kernel
         ),
     }
-    _pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS = 32, None, None
+    _pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS = 64, None, None
     for name, make in makers.items():
         outs = []
         for kernel in ("xla", "pallas"):
@@ -588,7 +588,7 @@ def check_section():
             expected *= np.linalg.norm(g64) / np.linalg.norm(expected)
             row = {"name": f"check perp small angle n={n} {degrees} deg"}
             for kernel in ("xla", "pallas"):
-                opt = fused_perp_sgd(1.0, kernel=kernel)
+                opt = fused_perp_sgd(1.0, momentum=0.0, kernel=kernel)
                 state = opt.init({"w": jnp.asarray(w)})
                 _, state = jax.jit(opt.step)({"w": jnp.asarray(w)}, {"w": jnp.asarray(g)}, state)
                 got = np.asarray(state.buffers[0][0], np.float64).ravel()
@@ -633,6 +633,44 @@ PALLAS_CASES = [
     ("fused_perp_sgd pallas, momentum None", lambda: fused_perp_sgd(1e-3, momentum=None, kernel="pallas")),
     ("fused_lamb pallas", LAMB("pallas")),
 ]
+
+
+def leaves_a_kernel(per_kernel, make):
+    """`make` with `per_kernel` leaves a kernel (dealt round-robin, largest first)."""
+
+    def build():
+        _pallas._LEAVES_PER_KERNEL, _pallas._INTERLEAVE = per_kernel, True
+        return make()
+
+    return build
+
+
+SGD = lambda: fused_perp_sgd(1e-3, momentum=0.9, kernel="pallas")  # noqa: E731
+SGD_NONE = lambda: fused_perp_sgd(1e-3, momentum=None, kernel="pallas")  # noqa: E731
+ADAM = lambda: fused_adam(1e-3, kernel="pallas")  # noqa: E731
+DIFFGRAD = lambda: fused_diffgrad(1e-3, kernel="pallas")  # noqa: E731
+# Runs G and H: leaves a kernel on 217 leaves (18 leaves fit one kernel either way), by
+# importance (a run cut short keeps the first rows).
+LAYOUT_CASES = {
+    "217 leaves": [
+        ("fused_perp_sgd pallas, k64", leaves_a_kernel(64, SGD)),
+        ("fused_perp_sgd pallas, momentum None, k64", leaves_a_kernel(64, SGD_NONE)),
+        ("fused_adam pallas, k64", leaves_a_kernel(64, ADAM)),
+        ("fused_perp_adamw pallas, k64", leaves_a_kernel(64, PERP_ADAMW("pallas"))),
+        ("fused_lamb pallas, k64", leaves_a_kernel(64, LAMB("pallas"))),
+        ("fused_diffgrad pallas, k64", leaves_a_kernel(64, DIFFGRAD)),
+    ],
+}
+
+
+def layout_section():
+    """Runs G, H (issue #13, ⊥SGD on 217 leaves): leaves a kernel, with torch's graph before and
+    after."""
+    for layout, cases in LAYOUT_CASES.items():
+        guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
+        for name, make in cases:
+            guarded(f"{name} [{layout}] device", lambda n=name, m=make, lay=layout: loop_case(n, lay, m))
+        guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
 
 
 def pallas_section():

@@ -28,7 +28,7 @@ INTERPRET_OFF_GPU = False
 # `multi_tensor`: elements per program, warps per program, leaves per kernel (a branch each).
 _LEAF_BLOCK = 1024
 _LEAF_WARPS = 4
-_LEAVES_PER_KERNEL = 32
+_LEAVES_PER_KERNEL = 64  # 217 leaves: 4 kernels a pass; 1-4% faster than 32 (RESULTS.md, run H)
 # The same for kernels that also reduce (`n_sums`); None: as above.
 _SUM_BLOCK: int | None = None
 _SUM_WARPS: int | None = None

@@ -298,8 +298,6 @@ def test_fused_defaults_equal_the_chains(fused, chain):
     assert len(shared) >= 1
     for name in shared:
         want = b[name].default
-        if chain is perp_sgd and name == "momentum":
-            want = 0.0  # optax.sgd's None (no momentum); the fused step keeps a zero-decay trace
         assert a[name].default == want, (fused.__name__, name)
 
 
@@ -407,7 +405,10 @@ def test_perp_sgd_without_momentum_reads_no_trace(kernel):
     # perp_sgd(momentum=None) (the Pallas step: in PAIRS); at momentum 0 the trace is written but
     # not read (6 buffers): a NaN trace changes nothing, where 0 * NaN would.
     params, grads = _params(), _grads(_params(), 0)
-    none, zero = fused_perp_sgd(1e-2, momentum=None, kernel=kernel), fused_perp_sgd(1e-2, kernel=kernel)
+    none, zero = (
+        fused_perp_sgd(1e-2, momentum=None, kernel=kernel),
+        fused_perp_sgd(1e-2, momentum=0.0, kernel=kernel),
+    )
     assert all(buffers == () for buffers in none.init(params).buffers)
     state = zero.init(params)
     nan = state._replace(buffers=jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), state.buffers))
@@ -422,7 +423,7 @@ def test_perp_sgd_without_momentum_reads_no_trace(kernel):
 
 def _perp_trace(kernel, g, w, renormalize=True):
     """g_perp as fused_perp_sgd(momentum 0) stores it in its trace after one step from w."""
-    opt = fused_perp_sgd(1.0, kernel=kernel, renormalize=renormalize)
+    opt = fused_perp_sgd(1.0, momentum=0.0, kernel=kernel, renormalize=renormalize)
     params = {k: jnp.asarray(x) for k, x in w.items()}
     _, state = jax.jit(opt.step)(params, {k: jnp.asarray(x) for k, x in g.items()}, opt.init(params))
     traces = [np.asarray(b[0], np.float64) for b in state.buffers]
