@@ -70,6 +70,8 @@ def main():
     queries = jax.random.normal(key_q, (B, M), jnp.float32)
     if "--trace" in sys.argv:  # --trace DIR: the default bf16 rows and a profiler trace only
         return trace_rows(exemplars, queries, sys.argv[sys.argv.index("--trace") + 1])
+    if "--exchange" in sys.argv:  # --exchange DIR: the split route's second exchange, old vs new
+        return exchange_rows(exemplars, queries, sys.argv[sys.argv.index("--exchange") + 1])
     truth, torch = _truth(exemplars, queries)
     main_rows(exemplars, queries, truth, torch)
 
@@ -174,28 +176,7 @@ def main_rows(exemplars, queries, truth, torch):
     predict_rows(exemplars, f32, max(KS))
 
     if torch is not None:
-        q = torch.from_dlpack(queries)
-        e = torch.from_dlpack(exemplars)
-        e_sq = (e * e).sum(1)
-        for precision in ("bf16", "float32", "tf32"):
-            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-            qq, ee = (q.bfloat16(), e.bfloat16()) if precision == "bf16" else (q, e)
-            for k in KS:
-
-                def peer(qq=qq, ee=ee, k=k):
-                    with torch.no_grad():
-                        d = (q * q).sum(1)[:, None] - 2 * (qq @ ee.T) + e_sq[None, :]
-                        r = d.topk(k, largest=False)
-                    torch.cuda.synchronize()
-                    return r
-
-                peer()
-                times = []
-                for _ in range(5):
-                    start = time.perf_counter()
-                    peer()
-                    times.append(time.perf_counter() - start)
-                print(f"ROW torch {precision} k={k} median={np.median(times) * 1e3:.3f}ms", flush=True)
+        _torch_peer(torch, queries, exemplars, ("bf16", "float32", "tf32"))
 
 
 def trace_rows(exemplars, queries, out_dir):
@@ -212,23 +193,195 @@ def trace_rows(exemplars, queries, out_dir):
     _trace(calls, out_dir)
 
 
-def _summarise(log_dir, name, top=18):
-    """Per process (device) of a perfetto trace: the summed duration of each event name / 3 calls."""
-    import collections
+def exchange_rows(exemplars, queries, out_dir):
+    """Run D: 1 GPU against 2. One GPU: the default (the split route on one device: the entries
+    under the bound compacted by gathers) and "before" (`smallest_k` with `top_k_below`). Two GPUs:
+    the split route's second exchange ``"entries"`` (all k x group entries, the route before) and
+    the default (those under the bound), with the queries on one GPU as made and "placed" on both.
+    bf16 and float32, timed in interleaved passes (median of all rounds, and each pass's median, to
+    show the drift), outputs compared; `SDMHead.predict` (`predict_rows`); the torch peer; then
+    profiler traces of the bf16 rows with the gaps between kernels (`_gaps`)."""
+    bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
+    placed = None
+    if (
+        mesh is not None
+    ):  # the queries on both devices, as the exemplars (and as a model on the mesh makes them)
+        placed = jax.device_put(queries, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    calls = {}
+    for k in KS:
+        calls[f"1gpu bf16 k={k}"] = search(bf16, queries, k, compact=None)
+        calls[f"1gpu bf16 k={k} before"] = search(bf16, queries, k, compact=None, sharded_selection="merge")
+        groups = (32,) if k == max(KS) else (32, 125)  # the default: 125 at k = 2,048, 250 at 128
+        for group in groups:
+            calls[f"1gpu bf16 k={k} g={group}"] = search(bf16, queries, k, compact=None, split_group=group)
+        if bf16_2 is not None:
+            calls[f"2gpu bf16 k={k} entries"] = search(bf16_2, queries, k, compact=None, exchange="entries")
+            calls[f"2gpu bf16 k={k}"] = search(bf16_2, queries, k, compact=None)
+            calls[f"2gpu bf16 k={k} entries, placed"] = search(
+                bf16_2, placed, k, compact=None, exchange="entries"
+            )
+            calls[f"2gpu bf16 k={k} placed"] = search(bf16_2, placed, k, compact=None)
+            for group in groups:
+                calls[f"2gpu bf16 k={k} g={group}, placed"] = search(
+                    bf16_2, placed, k, compact=None, split_group=group
+                )
+    _interleaved(calls, queries)
+    f32 = build_index(exemplars)
+    f32_calls = {}
+    for k in KS:
+        f32_calls[f"1gpu f32 k={k} refine=16"] = search(f32, queries, k, compact=None, refine=16)
+        f32_calls[f"1gpu f32 k={k} refine=16 before"] = search(
+            f32, queries, k, compact=None, refine=16, sharded_selection="merge"
+        )
+    if mesh is not None:
+        f32_2 = build_index(exemplars, mesh=mesh)
+        for k in KS:
+            for exchange in ("entries", "compact"):
+                f32_calls[f"2gpu f32 k={k} {exchange} refine=16"] = search(
+                    f32_2, queries, k, compact=None, refine=16, exchange=exchange
+                )
+            f32_calls[f"2gpu f32 k={k} refine=16, placed"] = search(f32_2, placed, k, compact=None, refine=16)
+    _interleaved(f32_calls, queries, passes=2)
+    predict_rows(exemplars, f32, max(KS))
+    del f32
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        _torch_peer(torch, queries, exemplars, ("bf16",), rounds=7)
+    traced = {name: fn for name, fn in calls.items() if "g=" not in name and "entries" not in name}
+    for name, fn in traced.items():
+        log_dir = f"{out_dir}/{name.replace(' ', '_').replace('=', '')}"
+        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+            for _ in range(3):
+                jax.block_until_ready(fn())
+        _gaps(log_dir, name)
+
+
+def _interleaved(calls, queries, passes=3, rounds=5):
+    """First calls (compile + run), then ``passes`` passes over all calls of ``rounds`` each; prints
+    the median of all rounds and each pass's, and whether each row's output equals the first row's
+    of its k and precision (1 and 2 GPUs: their GEMMs may round differently)."""
+    outputs, first, times = {}, {}, {name: [] for name in calls}
+    for name, fn in list(calls.items()):
+        start = time.perf_counter()
+        try:
+            outputs[name] = jax.block_until_ready(fn())
+        except Exception as err:  # keep the other rows
+            print(f"ROW {name} FAILED {type(err).__name__}: {str(err)[:400]}", flush=True)
+            del calls[name], times[name]
+            continue
+        first[name] = time.perf_counter() - start
+    for _ in range(passes):
+        for name, fn in calls.items():
+            for _ in range(rounds):
+                start = time.perf_counter()
+                jax.block_until_ready(fn())
+                times[name].append(time.perf_counter() - start)
+    reference = {}
+    for name in calls:
+        key = name.split(" k=")[1].split()[0] + name.split()[1]  # k and precision
+        dist, idx = (np.asarray(a) for a in outputs[name])
+        if key not in reference:
+            reference[key] = (name, dist, idx)
+        ref_name, ref_dist, ref_idx = reference[key]
+        same = (
+            f"same as '{ref_name}': idx {np.array_equal(idx, ref_idx)}, dist {np.array_equal(dist, ref_dist)}"
+        )
+        per_pass = [float(np.median(times[name][i * rounds : (i + 1) * rounds])) * 1e3 for i in range(passes)]
+        print(
+            f"ROW {name:40s} median={np.median(times[name]) * 1e3:8.3f}ms passes="
+            f"{'/'.join(f'{t:.3f}' for t in per_pass)} first={first[name]:6.2f}s {same}",
+            flush=True,
+        )
+
+
+def _torch_peer(torch, queries, exemplars, precisions, rounds=5):
+    """torch ``mm`` + ``topk`` with the exemplar norms precomputed, medians of ``rounds``."""
+    q, e = torch.from_dlpack(queries), torch.from_dlpack(exemplars)
+    e_sq = (e * e).sum(1)
+    for precision in precisions:
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        qq, ee = (q.bfloat16(), e.bfloat16()) if precision == "bf16" else (q, e)
+        for k in KS:
+
+            def peer(qq=qq, ee=ee, k=k):
+                with torch.no_grad():
+                    d = (q * q).sum(1)[:, None] - 2 * (qq @ ee.T) + e_sq[None, :]
+                    r = d.topk(k, largest=False)
+                torch.cuda.synchronize()
+                return r
+
+            peer()
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                peer()
+                times.append(time.perf_counter() - start)
+            print(f"ROW torch {precision} k={k} median={np.median(times) * 1e3:.3f}ms", flush=True)
+
+
+def _gaps(log_dir, name, top=14):
+    """Per device of a perfetto trace of 3 calls: the busy time (union of its events), and the
+    largest idle gaps between events with the events on either side."""
+    loaded = _load_trace(log_dir, f"GAPS {name}")
+    if loaded is None:
+        return
+    events, processes = loaded
+    for pid, process in sorted(processes.items()):
+        if "GPU" not in process.upper() and "DEVICE" not in process.upper():
+            continue
+        spans = sorted((e["ts"], e["ts"] + e["dur"], e["name"][:60]) for e in events
+                       if e.get("pid") == pid and e.get("ph") == "X" and "dur" in e)  # fmt: skip
+        if not spans:
+            continue
+        gaps, busy, end, last = [], 0.0, spans[0][0], spans[0][2]
+        for start, stop, event in spans:
+            if start > end:
+                gaps.append((start - end, last, event))
+            busy += max(0.0, stop - max(start, end))
+            if stop > end:
+                end, last = stop, event
+        total = end - spans[0][0]
+        small = [g for g in gaps if g[0] < 300]
+        print(
+            f"GAPS {name} | {process} | span {total / 3e3:.3f} ms busy {busy / 3e3:.3f} ms per call; "
+            f"{len(small) / 3:.0f} gaps < 300 us per call summing {sum(g[0] for g in small) / 3e3:.3f} ms",
+            flush=True,
+        )
+        for gap, before, after in sorted(gaps, reverse=True)[:top]:
+            print(f"GAPS   {gap:9.1f} us  after {before}  before {after}", flush=True)
+    _summarise(log_dir, name, top=25)
+
+
+def _load_trace(log_dir, tag):
+    """The events of the perfetto trace under ``log_dir`` and the process names by pid, or None."""
     import glob
     import gzip
     import json
 
     files = glob.glob(f"{log_dir}/**/*perfetto_trace.json.gz", recursive=True)
     if not files:
-        print(f"TRACE {name}: no perfetto trace under {log_dir}", flush=True)
-        return
+        print(f"{tag}: no perfetto trace under {log_dir}", flush=True)
+        return None
     with gzip.open(files[0], "rt") as f:
         events = json.load(f)
     events = events["traceEvents"] if isinstance(events, dict) else events
     processes = {
         e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
     }
+    return events, processes
+
+
+def _summarise(log_dir, name, top=18):
+    """Per process (device) of a perfetto trace: the summed duration of each event name / 3 calls."""
+    import collections
+
+    loaded = _load_trace(log_dir, f"TRACE {name}")
+    if loaded is None:
+        return
+    events, processes = loaded
     totals = collections.defaultdict(float)
     for e in events:
         if e.get("ph") == "X" and "dur" in e:

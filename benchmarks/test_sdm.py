@@ -14,8 +14,9 @@ The torch peer is the two-line search a PyTorch user writes, with the exemplar n
 (as our index does): ``d = |q|^2 - 2 q e^T + |e|^2; d.topk(k, largest=False)``.
 
 Routes (``bf16``, where selection dominates): ``lax.top_k`` on the whole row (``levels=0``), one
-level of group minima (``levels=1``), two levels (the default) with and without compacting the
-candidates under the k-th group minimum before each final sort, and ``lax.approx_min_k``. Then: the
+level of group minima (``levels=1``), two levels with and without compacting the candidates under
+the k-th group minimum before each final sort (`smallest_k`, the one-device route before), and
+``lax.approx_min_k``; the default (`test_index_search`) is the split route on one device. Then: the
 query block (one 4 GB score tile vs the default 1 GiB tiles), the ``refine`` margin (float32 without
 it, bf16 with 64), 2 GPUs vs 1 (exemplars split once by the index; the selection split over queries
 or a per-device top-k and a merge), `SDMHead.predict` end to end vs the kNN alone, and the eager `nearest_neighbours`
@@ -153,8 +154,14 @@ def test_index_search(benchmark, data, truth, indexes, precision, k):
 
 
 @pytest.mark.parametrize("k", KS)
-@pytest.mark.parametrize("route", ["levels=0", "levels=1", "levels=2 no compaction", "approx_min_k"])
+@pytest.mark.parametrize(
+    "route", ["levels=0", "levels=1", "levels=2 no compaction", "levels=2 top_k_below", "approx_min_k"]
+)
 def test_selection_routes(benchmark, data, truth, indexes, route, k):
+    """bf16 selection routes of `smallest_k` on the whole score rows (``sharded_selection="merge"``,
+    the one-device route before the split route became the default there too): ``lax.top_k``
+    (levels=0), one or two levels of group minima, the last sort on all k * g candidates or on
+    those under the bound (`top_k_below`, the default before); and ``lax.approx_min_k``."""
     queries, _ = data
     index = indexes["bf16"]
     options = {"k": k, "query_block_size": None, "block_size": None, "recall_target": 0.95}
@@ -162,7 +169,10 @@ def test_selection_routes(benchmark, data, truth, indexes, route, k):
         options.update(approximate=True)
     else:
         options.update(
-            approximate=False, levels=int(route[len("levels=")]), compact="no compaction" not in route
+            approximate=False,
+            levels=int(route[len("levels=")]),
+            compact="no compaction" not in route,
+            sharded_selection="merge",
         )
     _run(
         benchmark,
@@ -212,11 +222,13 @@ def test_refine_margin(benchmark, data, truth, indexes, refine, k):
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
-@pytest.mark.parametrize("route", ["split", "merge"])
+@pytest.mark.parametrize("route", ["split", "split entries", "merge"])
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("precision", ["float32", "bf16"])
 def test_sharded_two_devices(benchmark, data, truth, precision, k, route):
-    """2 GPUs: the selection split over queries (the default) or each device's top-k then a merge."""
+    """2 GPUs: the selection split over queries (the default: the owners send the entries under
+    each query's bound; "split entries": all k * g entries of the chosen groups, the route before)
+    or each device's top-k then a merge. The queries come from one GPU, as ``data`` makes them."""
     queries, exemplars = data
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
     index = build_index(exemplars, compute_dtype=jnp.bfloat16 if precision == "bf16" else None, mesh=mesh)
@@ -229,7 +241,8 @@ def test_sharded_two_devices(benchmark, data, truth, precision, k, route):
             None,
             k=k,
             refine=index_module._default_refine(index),
-            sharded_selection=route,
+            sharded_selection=route.split()[0],
+            exchange="entries" if "entries" in route else "compact",
             **options,
         ),  # fmt: skip
         group=f"sdm knn k={k} 2 devices",

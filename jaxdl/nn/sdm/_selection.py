@@ -26,6 +26,15 @@ contradiction. Sorting work drops from n per row to about n/g + k·g (g ~ sqrt(n
    more level of group minima, with no branch and so no flag read, 9.46 vs 8.83 ms on one GPU and
    6.09 vs 5.37 ms on two; compacting at the outermost level only (one flag read instead of two)
    8.74 / 5.64 ms. The flag reads are not what costs.
+
+5. (`keep_bits`, `compact_chosen`; the index's split route, `index._search_split`) the same
+   compaction without a scatter: a mask of each chosen group's entries under the bound (one uint32
+   word per 32 rows), their running count over the groups, and for each of the 2k slots a binary
+   search over that count and then over the mask's bits names the entry it holds; only those
+   entries are gathered. Its cost no longer grows with k·g through a scatter of every candidate, so
+   the groups can be much larger (125-250 rows at 1M rows): few enough minima for one direct sort
+   and no second level. On an H200 at 1,024 x 1M (bf16) the search took 7.3 instead of 8.8 ms at
+   k = 2,048 and 5.6 instead of 6.8 ms at k = 128 (benchmarks/RESULTS.md, run D).
 """
 
 from __future__ import annotations
@@ -39,13 +48,15 @@ _DIRECT_MAX = 8192
 """Rows up to this length (or with k close to it) go straight to ``lax.top_k``."""
 
 
-def _group_size(n: int, k: int) -> int:
-    """A power of two near sqrt(n / k), or 1 when grouping would not shrink the sort."""
+def _group_size(n: int, k: int, compact: bool = False) -> int:
+    """A power of two near sqrt(n / k), or 1 when grouping would not shrink the sort: the k * g
+    candidates and n / g minima must be fewer than n / 2 entries (fewer than n with ``compact``,
+    where the candidates are compacted to 2k before their sort)."""
     if n <= _DIRECT_MAX:
         return 1
     g = 2 ** max(1, round(math.log2(math.sqrt(n / k))))
     g = min(g, 1024)
-    if -(-n // g) < k or k * g + -(-n // g) > n // 2:
+    if -(-n // g) < k or k * g + -(-n // g) > (n if compact else n // 2):
         return 1
     return g
 
@@ -65,7 +76,7 @@ def smallest_k(
     ([[1.0, 1.0, 2.0]], [[1, 3, 2]])
     """
     num_rows, n = values.shape
-    g = _group_size(n, k) if levels > 0 else 1
+    g = _group_size(n, k, compact) if levels > 0 else 1
     if g == 1:
         return _top_k_smallest(values, k)
     num_groups = -(-n // g)
@@ -158,3 +169,84 @@ def top_k_below(candidates: jax.Array, bound: jax.Array, k: int) -> tuple[jax.Ar
 
     fits = jnp.all(jnp.sum(keep, axis=1) <= capacity)
     return jax.lax.cond(fits, compacted, lambda c: _top_k_smallest(c, k), candidates)
+
+
+_WORD = 32
+"""Bits in one word of a group's keep mask (`keep_bits`): a group of g rows has ceil(g / 32) words."""
+
+
+def _count_at_most(ends: jax.Array, rank: jax.Array) -> jax.Array:
+    """``#{j : ends[b, j] <= rank[b, s]}`` for nondecreasing rows ``ends [B, n]``: a binary search
+    unrolled into elementwise ops and gathers (one fused loop on a GPU, no sort)."""
+    n = ends.shape[1]
+    found = jnp.zeros(rank.shape, jnp.int32)
+    step = 1 << (n.bit_length() - 1)
+    while step:
+        candidate = found + step
+        value = jnp.take_along_axis(ends, jnp.minimum(candidate, n) - 1, axis=1)
+        found = jnp.where((candidate <= n) & (value <= rank), candidate, found)
+        step //= 2
+    return found
+
+
+def _select_bit(word: jax.Array, rank: jax.Array) -> jax.Array:
+    """The position of the ``rank``-th (0-based) set bit of each uint32 ``word``: a binary search over
+    the counts of the bits below each position."""
+    position = jnp.zeros(word.shape, jnp.int32)
+    for step in (16, 8, 4, 2, 1):
+        candidate = position + step
+        below = word & ((jnp.uint32(1) << candidate.astype(jnp.uint32)) - jnp.uint32(1))
+        position = jnp.where(jax.lax.population_count(below).astype(jnp.int32) <= rank, candidate, position)
+    return position
+
+
+def keep_bits(keep: jax.Array) -> jax.Array:
+    """``[B, c, W]`` uint32 masks of ``keep [B, c, g]``, W = ceil(g / 32) words a group (bit t of word
+    w: entry 32 w + t of the group).
+
+    >>> import jax.numpy as jnp
+    >>> keep_bits(jnp.arange(40).reshape(1, 1, 40) % 13 == 0).tolist()  # entries 0, 13, 26, 39
+    [[[67117057, 128]]]
+    """
+    rows, chosen, group = keep.shape
+    words = -(-group // _WORD)
+    keep = jnp.pad(keep, ((0, 0), (0, 0), (0, words * _WORD - group))).reshape(rows, chosen, words, _WORD)
+    shifts = jnp.left_shift(jnp.uint32(1), jnp.arange(_WORD, dtype=jnp.uint32))
+    return jnp.sum(jnp.where(keep, shifts, jnp.uint32(0)), axis=3, dtype=jnp.uint32)
+
+
+def compact_chosen(bits: jax.Array, first: jax.Array, capacity: int):
+    """Slots of the entries marked in ``bits [B, c, W]`` (`keep_bits` of c chosen groups, in group
+    order), placed in order from slot ``first [B]`` of ``capacity`` slots.
+
+    Returns ``(valid [B, capacity], slot_group [B, capacity], slot_entry [B, capacity], count [B])``:
+    slot ``first + r`` holds the r-th marked entry (group order, then entry order), entry
+    ``slot_entry`` of chosen group ``slot_group``; ``count`` is the number marked. Gathers and
+    elementwise work over the slots (a binary search over the groups' running counts, then over the
+    words and bits), no scatter and no sort.
+
+    >>> import jax.numpy as jnp
+    >>> bits = jnp.array([[[0b101], [0], [0b10]]], jnp.uint32)  # entries 0 and 2 of group 0, 1 of 2
+    >>> valid, g, e, n = compact_chosen(bits, jnp.array([1]), 5)
+    >>> valid.tolist(), g.tolist(), e.tolist(), n.tolist()
+    ([[False, True, True, True, False]], [[0, 0, 0, 2, 0]], [[0, 0, 2, 1, 0]], [3])
+    """
+    word_counts = jax.lax.population_count(bits).astype(jnp.int32)  # [B, c, W]
+    per_group = jnp.sum(word_counts, axis=2)
+    ends = jnp.cumsum(per_group, axis=1)  # inclusive running count, [B, c]
+    count = ends[:, -1]
+    rank = jnp.arange(capacity, dtype=jnp.int32)[None, :] - first[:, None]
+    valid = (rank >= 0) & (rank < count[:, None])
+    rank = jnp.where(valid, rank, 0)
+    slot_group = jnp.minimum(_count_at_most(ends, rank), bits.shape[1] - 1)
+    within = rank - jnp.take_along_axis(ends - per_group, slot_group, axis=1)  # rank in the group
+    words = jnp.take_along_axis(bits, slot_group[:, :, None], axis=1)  # [B, capacity, W]
+    counts = jnp.take_along_axis(word_counts, slot_group[:, :, None], axis=1)
+    word_index = jnp.zeros(within.shape, jnp.int32)
+    word, past = words[:, :, 0], valid
+    for w in range(1, bits.shape[2]):  # the word holding the entry: skip the words it lies past
+        past = past & (counts[:, :, w - 1] <= within)
+        within = jnp.where(past, within - counts[:, :, w - 1], within)
+        word_index = jnp.where(past, w, word_index)
+        word = jnp.where(past, words[:, :, w], word)
+    return valid, slot_group, word_index * _WORD + _select_bit(word, within), count

@@ -9,7 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxdl.nn.sdm import build_index, nearest_neighbours
 from jaxdl.nn.sdm import index as index_module
 from jaxdl.nn.sdm._refine import accurate_sq_distances
-from jaxdl.nn.sdm._selection import _prefix_count, smallest_k, top_k_below
+from jaxdl.nn.sdm._selection import _prefix_count, compact_chosen, keep_bits, smallest_k, top_k_below
 from jaxdl.nn.sdm.index import _split_group_size
 from tests.reference import sdm as ref
 
@@ -254,35 +254,78 @@ def test_refine_restores_the_float64_order():
 
 
 def test_split_selection_over_eight_devices_with_ties(mesh):
-    """9,216 integer points (ties everywhere) on 8 devices: the group-minimum route with its two
-    all-to-alls (`_search_split`, groups of 16 rows), against NumPy."""
+    """9,216 integer points (ties everywhere) on 8 devices and on one: the group-minimum route
+    (`_search_split`, groups of 48 rows: two-word keep masks; its two all-to-alls on 8 devices), against NumPy. Ties at the bound leave one
+    query more entries under it than the 2k slots of the compacted exchange: every device takes the
+    exchange of all the chosen groups' entries instead."""
     rng = np.random.default_rng(6)
     exemplars = rng.integers(-5, 6, size=(9216, 3)).astype(np.float32)
     exemplars[100] = exemplars[5000]  # duplicates on different devices
     queries = rng.integers(-5, 6, size=(5, 3)).astype(np.float32)
     exclude = np.array([5000, -1, 3, 9215, 100])
-    assert _split_group_size(1152, 8, 20 + 16) == 16
+    assert _split_group_size(1152, 8, 20 + 16) == 48 and _split_group_size(1152, 8, 36, "entries") == 16
+    assert (_under_bound(queries, exemplars, exclude, 36, 48) > 72).any()  # k = 20 + refine 16
     expected_dist, expected_idx = ref.knn(queries, exemplars, 20, exclude=exclude)
-    dist, idx = build_index(exemplars, mesh=mesh).search(queries, 20, exclude=exclude)
-    np.testing.assert_array_equal(idx, expected_idx)
-    np.testing.assert_array_equal(dist, expected_dist)
+    for index in (build_index(exemplars, mesh=mesh), build_index(exemplars)):  # 8 devices, then one
+        dist, idx = index.search(queries, 20, exclude=exclude)
+        np.testing.assert_array_equal(idx, expected_idx)
+        np.testing.assert_array_equal(dist, expected_dist)
+
+
+def _under_bound(queries, exemplars, exclude, k, group):
+    """Per query: the scores at or below the k-th smallest minimum of ``group``-row groups."""
+    q, e = np.asarray(queries, np.float64), np.asarray(exemplars, np.float64)
+    scores = (e * e).sum(1)[None, :] - 2 * q @ e.T
+    scores[exclude[:, None] == np.arange(len(e))[None, :]] = np.inf
+    bound = np.sort(scores.reshape(len(q), -1, group).min(2), axis=1)[:, k - 1]
+    return (scores <= bound[:, None]).sum(1)
 
 
 def test_split_selection_compacts_exactly(mesh):
-    """Normal values, 8 devices: the candidates under the k-th group minimum are compacted (on by
-    default only from k = 1,024) before the last sorts of the split route."""
+    """Normal values, 8 devices and one: the candidates under the k-th group minimum are compacted (on
+    by default only from k = 1,024) before the last sorts of the split route, and the owners send
+    only the entries under each query's bound (about k of the k * 48)."""
     rng = np.random.default_rng(10)
     exemplars = rng.normal(size=(9216, 3)).astype(np.float32)
     queries = rng.normal(size=(21, 3)).astype(np.float32)
     exclude = rng.integers(-1, 9216, size=21).astype(np.int32)
+    assert (_under_bound(queries, exemplars, exclude, 36, 48) <= 72).all()  # the compacted exchange
     expected_dist, expected_idx = ref.knn(queries, exemplars, 20, exclude=exclude)
-    dist, idx = index_module._search(
-        build_index(exemplars, mesh=mesh), jnp.asarray(queries), jnp.asarray(exclude), k=20,
-        query_block_size=None, block_size=None, approximate=False, recall_target=0.95, refine=16,
-        compact=True,
-    )  # fmt: skip
-    np.testing.assert_array_equal(idx, expected_idx)
-    np.testing.assert_allclose(dist, expected_dist, rtol=1e-6, atol=1e-6)
+    for index in (build_index(exemplars, mesh=mesh), build_index(exemplars)):  # 8 devices, then one
+        dist, idx = index_module._search(
+            index, jnp.asarray(queries), jnp.asarray(exclude), k=20, query_block_size=None,
+            block_size=None, approximate=False, recall_target=0.95, refine=16, compact=True,
+        )  # fmt: skip
+        np.testing.assert_array_equal(idx, expected_idx)
+        np.testing.assert_allclose(dist, expected_dist, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("group", [32, 80])
+def test_compact_chosen_places_marked_entries_in_order(group):
+    """Random keep masks of 32-row groups (one word) and 80-row groups (three): slot ``first + r``
+    names the r-th marked (group, entry), as NumPy's ``nonzero`` orders them; slots before ``first``
+    or past the count are invalid."""
+    rng = np.random.default_rng(11)
+    keep = rng.uniform(size=(6, 50, group)) < rng.uniform(0.0, 0.1, size=(6, 1, 1))
+    keep[2] = True  # every entry marked: more than the slots after ``first``
+    keep[3, :, 31:34] = True  # runs across the words' edges
+    first = rng.integers(0, 40, size=6).astype(np.int32)
+    capacity = 300
+    valid, slot_group, slot_entry, count = jax.jit(compact_chosen, static_argnums=2)(
+        keep_bits(jnp.asarray(keep)), jnp.asarray(first), capacity
+    )
+    np.testing.assert_array_equal(count, keep.sum((1, 2)))
+    for b in range(6):
+        groups, entries = np.nonzero(keep[b])
+        slots = np.arange(capacity) - first[b]
+        expected_valid = (slots >= 0) & (slots < len(groups))
+        np.testing.assert_array_equal(valid[b], expected_valid)
+        np.testing.assert_array_equal(
+            np.asarray(slot_group[b])[expected_valid], groups[slots[expected_valid]]
+        )
+        np.testing.assert_array_equal(
+            np.asarray(slot_entry[b])[expected_valid], entries[slots[expected_valid]]
+        )
 
 
 @pytest.fixture(scope="module")
