@@ -635,11 +635,13 @@ PALLAS_CASES = [
 ]
 
 
-def leaves_a_kernel(per_kernel, make):
-    """`make` with `per_kernel` leaves a kernel (dealt round-robin, largest first)."""
+def leaves_a_kernel(per_kernel, make, sum_block=None, sum_warps=None):
+    """`make` with `per_kernel` leaves a kernel (dealt round-robin, largest first) and the
+    reducing kernels' block and warps (None: the elementwise kernels')."""
 
     def build():
         _pallas._LEAVES_PER_KERNEL, _pallas._INTERLEAVE = per_kernel, True
+        _pallas._SUM_BLOCK, _pallas._SUM_WARPS = sum_block, sum_warps
         return make()
 
     return build
@@ -649,22 +651,26 @@ SGD = lambda: fused_perp_sgd(1e-3, momentum=0.9, kernel="pallas")  # noqa: E731
 SGD_NONE = lambda: fused_perp_sgd(1e-3, momentum=None, kernel="pallas")  # noqa: E731
 ADAM = lambda: fused_adam(1e-3, kernel="pallas")  # noqa: E731
 DIFFGRAD = lambda: fused_diffgrad(1e-3, kernel="pallas")  # noqa: E731
-# Runs G and H: leaves a kernel on 217 leaves (18 leaves fit one kernel either way), by
-# importance (a run cut short keeps the first rows).
+# Run I: ⊥SGD without momentum on 217 leaves, 3 kernels a pass (73 leaves each) and one block per
+# small leaf in the reducing kernel (4,096 elements, 8 warps), beside run H's 64 leaves; then the
+# other steps at 73. By importance (a run cut short keeps the first rows); 18 leaves fit one
+# kernel either way.
 LAYOUT_CASES = {
     "217 leaves": [
-        ("fused_perp_sgd pallas, k64", leaves_a_kernel(64, SGD)),
         ("fused_perp_sgd pallas, momentum None, k64", leaves_a_kernel(64, SGD_NONE)),
-        ("fused_adam pallas, k64", leaves_a_kernel(64, ADAM)),
-        ("fused_perp_adamw pallas, k64", leaves_a_kernel(64, PERP_ADAMW("pallas"))),
-        ("fused_lamb pallas, k64", leaves_a_kernel(64, LAMB("pallas"))),
-        ("fused_diffgrad pallas, k64", leaves_a_kernel(64, DIFFGRAD)),
+        ("fused_perp_sgd pallas, momentum None, k73", leaves_a_kernel(73, SGD_NONE)),
+        ("fused_perp_sgd pallas, momentum None, k64 sums b4096 w8", leaves_a_kernel(64, SGD_NONE, 4096, 8)),
+        ("fused_perp_sgd pallas, momentum None, k73 sums b4096 w8", leaves_a_kernel(73, SGD_NONE, 4096, 8)),
+        ("fused_perp_sgd pallas, k73", leaves_a_kernel(73, SGD)),
+        ("fused_adam pallas, k73", leaves_a_kernel(73, ADAM)),
+        ("fused_perp_adamw pallas, k73", leaves_a_kernel(73, PERP_ADAMW("pallas"))),
+        ("fused_lamb pallas, k73", leaves_a_kernel(73, LAMB("pallas"))),
     ],
 }
 
 
 def layout_section():
-    """Runs G, H (issue #13, ⊥SGD on 217 leaves): leaves a kernel, with torch's graph before and
+    """Runs G, H, I (issue #13, ⊥SGD on 217 leaves): leaves a kernel, with torch's graph before and
     after."""
     for layout, cases in LAYOUT_CASES.items():
         guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))

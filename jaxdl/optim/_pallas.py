@@ -28,10 +28,14 @@ INTERPRET_OFF_GPU = False
 # `multi_tensor`: elements per program, warps per program, leaves per kernel (a branch each).
 _LEAF_BLOCK = 1024
 _LEAF_WARPS = 4
-_LEAVES_PER_KERNEL = 64  # 217 leaves: 4 kernels a pass; 1-4% faster than 32 (RESULTS.md, run H)
-# The same for kernels that also reduce (`n_sums`); None: as above.
-_SUM_BLOCK: int | None = None
-_SUM_WARPS: int | None = None
+# 217 leaves: 3 kernels a pass (72-73 leaves each); 4 kernels (64) and 7 (32) were 2-4% slower
+# (RESULTS.md, runs H and I). Compile time grows with the leaves a kernel.
+_LEAVES_PER_KERNEL = 80
+# The same for kernels that also reduce (`n_sums`); None: as above. Blocks of 4,096 make each
+# 4,096-element leaf one block, so its per-leaf values need no reduction between the passes:
+# ⊥SGD on 217 leaves 0.627 -> 0.604 ms (run I).
+_SUM_BLOCK: int | None = 4096
+_SUM_WARPS: int | None = 8
 # Spread the leaves over the kernels round-robin (else in runs of `_LEAVES_PER_KERNEL`).
 _INTERLEAVE = True
 

@@ -25,7 +25,7 @@ and learning-rate schedules. Hyperparameters may be traced (a vmapped learning-r
 masks are pytrees of Python bools (or callables returning one) and fix the layout.
 
 On a GPU, `kernel="pallas"` runs the whole step as a few Pallas (Triton) kernels, PyTorch's
-`multi_tensor_apply` idea: each kernel updates up to 64 leaves and their moments in place, where
+`multi_tensor_apply` idea: each kernel updates up to 80 leaves and their moments in place, where
 XLA writes every output leaf with a kernel of its own (one launch per small leaf, a ramp-up and
 tail per large one). Adam and diffGrad are one such pass. ⊥AdamW and ⊥SGD add a first
 multi-tensor kernel that reads g and w once and writes each block's partial sums (each block
@@ -35,9 +35,9 @@ gradient block inside the kernel; LAMB's first kernel updates the moments and su
 ||r||^2 per block, its second applies the trust ratio. Measured on an H200 (device time, 103.6M
 parameters): Adam 0.81 ms on 217 leaves (PyTorch's fused Adam 0.86 ms in the same run; the XLA
 fused step 1.14 ms in an earlier one), 0.75 instead of 0.79 ms on 18 leaves (benchmarks/RESULTS.md,
-"Optimizers", for the other steps). Every kernel boundary costs time (on 217 leaves 64 leaves a
-kernel beat 32 by 1-4% a step), each leaf's branch compile time: 11 s instead of 2 s for Adam on
-217 leaves, 23 s for ⊥AdamW. It changes no result beyond
+"Optimizers", for the other steps). Every kernel boundary costs time (on 217 leaves 3 kernels a
+pass beat 4 by 2% a step, and 4 beat 7 by 1-4%), each leaf's branch compile time: 11-19 s instead
+of 2 s for Adam on 217 leaves, 23-33 s for ⊥AdamW. It changes no result beyond
 float32 rounding, except on leaves whose projected gradient is round-off (scalars, gradients
 exactly parallel to their weights: `perpgrad`), which it forms in another order. Off GPUs, and
 for 64-bit leaves, it falls back to the XLA fusions, so the default stays `kernel="xla"`.
@@ -540,7 +540,7 @@ def fused_adam(
 
     Equals `optax.adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask)`
     followed by `optax.apply_updates`, to float32 rounding (module docstring: what changes).
-    `kernel="pallas"` runs the step as Pallas (Triton) kernels on GPUs, 64 leaves a kernel (XLA
+    `kernel="pallas"` runs the step as Pallas (Triton) kernels on GPUs, up to 80 leaves a kernel (XLA
     elsewhere; module docstring: when it pays).
 
     Example:

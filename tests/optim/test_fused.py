@@ -100,11 +100,13 @@ parametrize_pairs = pytest.mark.parametrize("name", PAIRS)
 def _interpret_pallas_on_cpu(monkeypatch):
     """Run kernel="pallas" in Pallas's interpreter here (off GPUs it would fall back to XLA), in
     blocks of 16,384 (the interpreter loops over the programs; tests of partial blocks and of many
-    blocks a leaf set their own)."""
+    blocks a leaf set their own), the reducing kernels' too (no `_SUM_BLOCK` of their own)."""
     from jaxdl.optim import _pallas
 
     monkeypatch.setattr(_pallas, "INTERPRET_OFF_GPU", True)
     monkeypatch.setattr(_pallas, "_LEAF_BLOCK", 1 << 14)
+    monkeypatch.setattr(_pallas, "_SUM_BLOCK", None)
+    monkeypatch.setattr(_pallas, "_SUM_WARPS", None)
 
 
 def _params(dtype=jnp.float32):
