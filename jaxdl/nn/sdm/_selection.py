@@ -33,8 +33,8 @@ contradiction. Sorting work drops from n per row to about n/g + k·g (g ~ sqrt(n
    search over that count and then over the mask's bits names the entry it holds; only those
    entries are gathered. Its cost no longer grows with k·g through a scatter of every candidate, so
    the groups can be much larger (125-250 rows at 1M rows): few enough minima for one direct sort
-   and no second level. On an H200 at 1,024 x 1M (bf16) the search took 7.3 instead of 8.8 ms at
-   k = 2,048 and 5.6 instead of 6.8 ms at k = 128 (benchmarks/RESULTS.md, run D).
+   and no second level. On an H200 at 1,024 x 1M (bf16) the search took 7.0 instead of 8.7 ms at
+   k = 2,048 and 5.3 instead of 6.5 ms at k = 128 (benchmarks/RESULTS.md, run D).
 """
 
 from __future__ import annotations

@@ -24,17 +24,17 @@ the devices and the selection over the queries: each device scores all queries a
 the group minima go by an all-to-all to the device selecting for those queries, and the owners of
 the chosen groups send back only their entries under each query's bound (before: all k·g, +inf
 where they did not own the group). On an H200 at 1,024 x 1M x 1,000 (bf16 products) one GPU
-searches in 7.3 ms at k = 2,048 (8.8 ms with `smallest_k` and its scatter compaction; the bf16 GEMM
-with its scores written takes 3.8 ms) and 5.6-6.1 ms at k = 128 (6.8 ms). Two GPUs take 4.4 / 3.2 ms
-with the queries already on both (1.64x / 1.79x one GPU) and 4.7 / 3.7 ms with the queries on one
-(1.56x / 1.64x): below 1.8x at bf16, where what does not halve (the two all-to-alls, the keep masks
-every device computes for all queries, launches and the host reads of two branches, ~0.8 ms a call)
-weighs against ~3.6 ms of halved work; float32 (``refine=16``) is 1.85-1.91x. The per-device top-k
-and merge route measured 1.17-1.35x. Query chunks in one program, with or without XLA's
-latency-hiding scheduler, did not hide the all-to-alls, and the last sorts without the compaction
-branch's flag read to the host were slower, not faster: measured and not kept
-(benchmarks/RESULTS.md, runs A-D). The search is one jitted function per (index layout, shapes,
-options): repeated calls compile nothing, eagerly or inside a user's ``jit``.
+searches in 7.0 ms at k = 2,048 (8.7 ms with `smallest_k` and its scatter compaction; the bf16 GEMM
+with its scores written takes 3.8 ms) and 5.3 ms at k = 128 (6.5 ms). Two GPUs take 4.2 / 3.05 ms
+with the queries already on both (1.67x / 1.73x one GPU) and 4.5 / 3.25 ms with the queries on one
+(1.58x / 1.63x): below 1.8x at bf16, where what does not halve (~0.7 ms a call at k = 2,048: the
+keep masks every device computes for all queries ~0.2 ms, the exchanges ~0.3 ms, launches, branch
+reads and the 2-device dispatch ~0.2 ms) weighs against ~3.5 ms of halved work; float32
+(``refine=16``) is 1.88-1.89x. The per-device top-k and merge route measured 1.17-1.35x. Query
+chunks in one program, with or without XLA's latency-hiding scheduler, did not hide the all-to-alls,
+and the last sorts without the compaction branch's flag read to the host were slower, not faster:
+measured and not kept (benchmarks/RESULTS.md, runs A-D). The search is one jitted function per
+(index layout, shapes, options): repeated calls compile nothing, eagerly or inside a user's ``jit``.
 """
 
 from __future__ import annotations
