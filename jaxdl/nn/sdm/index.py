@@ -456,7 +456,8 @@ def _unpack(packed, layout):
 def _search_split(
     vectors, sq_norms, queries, exclude, *, axis, k, group, precision, levels, compact, exchange="compact"
 ):
-    """Inside ``shard_map``: exemplars split over devices, the selection split over queries.
+    """Inside ``shard_map`` over ``axis``: exemplars split over devices, the selection split over
+    queries; with ``axis=None`` the same selection on one device (the exchanges are the identity).
 
     Each device scores all ``B`` queries against its rows and takes group minima (``group`` rows a
     group); an all-to-all hands every device the minima of all groups for its ``B / P`` queries, which
