@@ -554,7 +554,7 @@ def check_section():
             1e-2, weight_decay=0.1, weight_decay_mask=mask, trust_ratio_mask=mask, kernel=kernel
         ),
     }
-    _pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS = 64, None, None
+    use_defaults()
     for name, make in makers.items():
         outs = []
         for kernel in ("xla", "pallas"):
@@ -635,6 +635,16 @@ PALLAS_CASES = [
 ]
 
 
+# The module's defaults (leaves a kernel, the reducing kernels' block and warps), before any
+# section changes them.
+DEFAULTS = (_pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS)
+
+
+def use_defaults():
+    _pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS = DEFAULTS
+    _pallas._INTERLEAVE = True
+
+
 def leaves_a_kernel(per_kernel, make, sum_block=None, sum_warps=None):
     """`make` with `per_kernel` leaves a kernel (dealt round-robin, largest first) and the
     reducing kernels' block and warps (None: the elementwise kernels')."""
@@ -651,6 +661,17 @@ SGD = lambda: fused_perp_sgd(1e-3, momentum=0.9, kernel="pallas")  # noqa: E731
 SGD_NONE = lambda: fused_perp_sgd(1e-3, momentum=None, kernel="pallas")  # noqa: E731
 ADAM = lambda: fused_adam(1e-3, kernel="pallas")  # noqa: E731
 DIFFGRAD = lambda: fused_diffgrad(1e-3, kernel="pallas")  # noqa: E731
+DEFAULT_CASES = [
+    (name, leaves_a_kernel(DEFAULTS[0], make, *DEFAULTS[1:]))
+    for name, make in [
+        ("fused_perp_sgd pallas, momentum None", SGD_NONE),
+        ("fused_perp_sgd pallas", SGD),
+        ("fused_lamb pallas", LAMB("pallas")),
+        ("fused_perp_adamw pallas", PERP_ADAMW("pallas")),
+        ("fused_diffgrad pallas", DIFFGRAD),
+        ("fused_adam pallas", ADAM),
+    ]
+]
 # Run I: ⊥SGD without momentum on 217 leaves, 3 kernels a pass (73 leaves each) and one block per
 # small leaf in the reducing kernel (4,096 elements, 8 warps), beside run H's 64 leaves; then the
 # other steps at 73. By importance (a run cut short keeps the first rows); 18 leaves fit one
@@ -667,6 +688,16 @@ LAYOUT_CASES = {
         ("fused_lamb pallas, k73", leaves_a_kernel(73, LAMB("pallas"))),
     ],
 }
+
+
+def defaults_section():
+    """Run J: every Pallas step at the module's defaults, 217 leaves then 18, torch's graph before
+    and after each layout."""
+    for layout in ("217 leaves", "18 leaves"):
+        guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
+        for name, make in DEFAULT_CASES:
+            guarded(f"{name} [{layout}] device", lambda n=name, m=make, lay=layout: loop_case(n, lay, m))
+        guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
 
 
 def layout_section():
