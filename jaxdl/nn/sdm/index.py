@@ -336,16 +336,16 @@ def _merge(scores_a, index_a, scores_b, index_b, k):
     )
 
 
-def _scores(vectors, sq_norms, queries, exclude, first, *, precision):
-    """s = ||e||^2 - 2 q.e of ``queries [B, M]`` against ``vectors`` (global rows from ``first``).
+def _scores(cross, sq_norms, exclude, first):
+    """s = ||e||^2 - 2 q.e from the GEMM's ``cross [B, rows]`` (`_cross`) and the rows' ``sq_norms``
+    (global rows from ``first``).
 
     A score that is not finite (a NaN or infinite exemplar or query, an overflow) becomes the largest
     finite value (``finfo.max``), so such rows rank last among the searchable rows, ties to the
     lower index; excluded rows get +inf and rank after them, so they are never among the
     ``k <= N - 1`` returned even when k reaches the unrepresentable rows.
     """
-    cross = _cross(vectors, queries, sq_norms.dtype, precision=precision)
-    rows = first + jnp.arange(vectors.shape[0], dtype=jnp.int32)[None, :]
+    rows = first + jnp.arange(cross.shape[1], dtype=jnp.int32)[None, :]
     return _finish(cross, sq_norms[None, :], exclude, rows)
 
 
@@ -386,7 +386,8 @@ def _search_local(
     def score_rows(start, size):
         part = jax.lax.dynamic_slice_in_dim(vectors, start, size) if size < rows else vectors
         norms = jax.lax.dynamic_slice_in_dim(sq_norms, start, size) if size < rows else sq_norms
-        scores = _scores(part, norms, queries, exclude, offset + start, precision=precision)
+        cross = _cross(part, queries, norms.dtype, precision=precision)
+        scores = _scores(cross, norms, exclude, offset + start)
         vals, index = _select(scores, min(k, size), approximate, recall_target, levels, compact)
         return vals, index + offset + start
 
@@ -512,9 +513,7 @@ def _search_split(
         norms = sq_norms.reshape(-1, group)[local]
         return _finish(picked, norms, exclude, me * rows + first + jnp.arange(group, dtype=jnp.int32))
 
-    scores = _finish(
-        cross, sq_norms[None, :], exclude, me * rows + jnp.arange(rows, dtype=jnp.int32)[None, :]
-    )
+    scores = _scores(cross, sq_norms, exclude, me * rows)
     if group == 1:  # the groups are the rows themselves
         return smallest_k(to_owners(scores, 0, 1), k, levels, compact)
     per_shard = rows // group
