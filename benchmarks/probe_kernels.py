@@ -4,8 +4,9 @@ One process, peers side by side: a donated 3.3 GB `y = 2x` and an Adam update ov
 103.6M-element buffer, as plain XLA, Pallas Triton (block / warps / persistent loop swept),
 Pallas Mosaic GPU (TMA-pipelined, `max_concurrent_steps` swept), torch `mul_` and torch fused Adam;
 then the full fused steps on 217 and 18 leaves. Run: `python benchmarks/probe_kernels.py OUT.json
-[SECTION ...]` (copy, adam, steps by default; device, pallas, check, floor: issue #13's device-time
-tables and checks).
+[SECTION ...]` (copy, adam, steps by default; device, layout, defaults, check, floor: issue #13's
+device-time tables and checks; run E's `pallas` section and its leaves-in-runs-of-32 option were
+removed after run J).
 Not part of the pytest suites (it needs a Hopper GPU and torch).
 """
 
@@ -607,34 +608,6 @@ def device_section():
         guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
 
 
-def without_interleave(make):
-    """`make` with the leaves in runs of 32 a kernel (as committed in 8912501), not round-robin."""
-
-    def build():
-        _pallas._INTERLEAVE = False
-        return make()
-
-    return build
-
-
-def restore_interleave(make):
-    def build():
-        _pallas._INTERLEAVE = True
-        return make()
-
-    return build
-
-
-PALLAS_CASES = [
-    ("fused_adam pallas, runs of 32", without_interleave(lambda: fused_adam(1e-3, kernel="pallas"))),
-    ("fused_adam pallas", restore_interleave(lambda: fused_adam(1e-3, kernel="pallas"))),
-    ("fused_perp_adamw pallas", PERP_ADAMW("pallas")),
-    ("fused_perp_sgd pallas", PERP_SGD("pallas")),
-    ("fused_perp_sgd pallas, momentum None", lambda: fused_perp_sgd(1e-3, momentum=None, kernel="pallas")),
-    ("fused_lamb pallas", LAMB("pallas")),
-]
-
-
 # The module's defaults (leaves a kernel, the reducing kernels' block and warps), before any
 # section changes them.
 DEFAULTS = (_pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS)
@@ -642,7 +615,6 @@ DEFAULTS = (_pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS)
 
 def use_defaults():
     _pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS = DEFAULTS
-    _pallas._INTERLEAVE = True
 
 
 def leaves_a_kernel(per_kernel, make, sum_block=None, sum_warps=None):
@@ -650,7 +622,7 @@ def leaves_a_kernel(per_kernel, make, sum_block=None, sum_warps=None):
     reducing kernels' block and warps (None: the elementwise kernels')."""
 
     def build():
-        _pallas._LEAVES_PER_KERNEL, _pallas._INTERLEAVE = per_kernel, True
+        _pallas._LEAVES_PER_KERNEL = per_kernel
         _pallas._SUM_BLOCK, _pallas._SUM_WARPS = sum_block, sum_warps
         return make()
 
@@ -706,16 +678,6 @@ def layout_section():
     for layout, cases in LAYOUT_CASES.items():
         guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
         for name, make in cases:
-            guarded(f"{name} [{layout}] device", lambda n=name, m=make, lay=layout: loop_case(n, lay, m))
-        guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
-
-
-def pallas_section():
-    """The Pallas steps only (the leaves dealt round-robin to the kernels), with torch's graph."""
-    _pallas._LEAVES_PER_KERNEL, _pallas._SUM_BLOCK, _pallas._SUM_WARPS = 32, None, None
-    for layout in ("217 leaves", "18 leaves"):
-        guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
-        for name, make in PALLAS_CASES:
             guarded(f"{name} [{layout}] device", lambda n=name, m=make, lay=layout: loop_case(n, lay, m))
         guarded(f"torch graph [{layout}]", lambda lay=layout: torch_graph(lay))
 

@@ -36,8 +36,6 @@ _LEAVES_PER_KERNEL = 80
 # ⊥SGD on 217 leaves 0.627 -> 0.604 ms (run I).
 _SUM_BLOCK: int | None = 4096
 _SUM_WARPS: int | None = 8
-# Spread the leaves over the kernels round-robin (else in runs of `_LEAVES_PER_KERNEL`).
-_INTERLEAVE = True
 
 
 def _compiler_params(num_warps: int):
@@ -135,10 +133,9 @@ def multi_tensor(
     # Kernel c takes leaves c, c + n_kernels, ...: given leaves sorted by size, every kernel gets
     # large and small leaves, so no kernel is a handful of small leaves (a launch and a single
     # program's latency, not bandwidth).
-    kernels = [
-        range(c, k, n_kernels) if _INTERLEAVE else range(c * per_kernel, min(k, (c + 1) * per_kernel))
-        for c in range(n_kernels)
-    ]
+    # (In runs of `per_kernel` leaves instead, ⊥AdamW on 217 leaves took 1.184 instead of 1.077 ms:
+    # RESULTS.md, runs D and E.)
+    kernels = [range(c, k, n_kernels) for c in range(n_kernels)]
     own = None if leaf_scalars is None else _padded(leaf_scalars.astype(jnp.float32).reshape(-1))
     sums = None
     new_leaves: list = [None] * k

@@ -293,8 +293,10 @@ def _unflatten(order, new, n_leaves, state_buffers, storage):
     return new_leaves, new_buffers
 
 
-def _g_dtype(g_leaves, bucket):
-    return jnp.result_type(*[g_leaves[i] for i in bucket.members])
+def _bodies(make: Callable, buckets, bucket_of, g_leaves) -> list[Callable]:
+    """`make(bucket, gradient dtype)` once per bucket, listed per leaf in kernel order."""
+    per_bucket = [make(b, jnp.result_type(*[g_leaves[i] for i in b.members])) for b in buckets]
+    return [per_bucket[b] for b in bucket_of]
 
 
 def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers):
@@ -303,7 +305,7 @@ def _with_pallas(pass_: _Pass, count, p_leaves, g_leaves, buckets, state_buffers
     from jaxdl.optim import _pallas  # imported here: loading Pallas costs ~0.5 s
 
     order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers)
-    bodies = [pass_.body(buckets[b], _g_dtype(g_leaves, buckets[b])) for b in bucket_of]
+    bodies = _bodies(pass_.body, buckets, bucket_of, g_leaves)
     leaves = [[p_leaves[i] for i in order], [g_leaves[i] for i in order]]
     out = _pallas.multi_tensor(bodies, leaves, storage, where, pass_.scalars(count))
     return _unflatten(order, out.leaves, len(p_leaves), state_buffers, out.storage)
@@ -342,14 +344,8 @@ def _perp_with_pallas(pass_: _Pass, renormalize: bool) -> Callable:
         parts = [from_blocks(span, _TINY) for span in _leaf_sums(stats.sums, stats.blocks)]
         leaf = Projection(*(jnp.concatenate(x) for x in zip(*parts, strict=True)))
         scale = _rescaling(leaf.g_sq, leaf.perp_sq, jnp.float32) if renormalize else jnp.ones_like(leaf.g_sq)
-        bodies = [
-            _projecting(
-                pass_.body(buckets[b], _g_dtype(g_leaves, buckets[b])), _g_dtype(g_leaves, buckets[b])
-            )
-            for b in bucket_of
-        ]
         out = _pallas.multi_tensor(
-            bodies,
+            _bodies(lambda b, dtype: _projecting(pass_.body(b, dtype), dtype), buckets, bucket_of, g_leaves),
             [ps, gs],
             storage,
             where,
@@ -838,10 +834,9 @@ def fused_lamb(
 
         order, bucket_of, where, storage = _pallas_layout(buckets, p_leaves, state_buffers)
         ps, gs = [p_leaves[i] for i in order], [g_leaves[i] for i in order]
-        dtypes = [_g_dtype(g_leaves, buckets[b]) for b in bucket_of]
         step_scalars = scalars(count)
         first = _pallas.multi_tensor(
-            [moments_and_norms(buckets[b], d) for b, d in zip(bucket_of, dtypes, strict=True)],
+            _bodies(moments_and_norms, buckets, bucket_of, g_leaves),
             [ps, gs],
             storage,
             where,
@@ -854,7 +849,7 @@ def fused_lamb(
         p_sq, r_sq = (jnp.concatenate([jnp.sum(span[n], axis=1) for span in spans]) for n in (0, 1))
         ratio = _trust_ratio(jnp.sqrt(p_sq), jnp.sqrt(r_sq))
         second = _pallas.multi_tensor(
-            [apply_step(buckets[b], d) for b, d in zip(bucket_of, dtypes, strict=True)],
+            _bodies(apply_step, buckets, bucket_of, g_leaves),
             [ps],
             first.storage,
             where,
