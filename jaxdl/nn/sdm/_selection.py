@@ -27,7 +27,7 @@ contradiction. Sorting work drops from n per row to about n/g + k·g (g ~ sqrt(n
    6.09 vs 5.37 ms on two; compacting at the outermost level only (one flag read instead of two)
    8.74 / 5.64 ms. The flag reads are not what costs.
 
-5. (`keep_bits`, `compact_chosen`; the index's split route, `index._search_split`) the same
+5. (`keep_bits`, `compact_chosen`; the index's split route, `_split._search_split`) the same
    compaction without a scatter: a mask of each chosen group's entries under the bound (one uint32
    word per 32 rows), their running count over the groups, and for each of the 2k slots a binary
    search over that count and then over the mask's bits names the entry it holds; only those

@@ -10,7 +10,7 @@ from jaxdl.nn.sdm import build_index, nearest_neighbours
 from jaxdl.nn.sdm import index as index_module
 from jaxdl.nn.sdm._refine import accurate_sq_distances
 from jaxdl.nn.sdm._selection import _prefix_count, compact_chosen, keep_bits, smallest_k, top_k_below
-from jaxdl.nn.sdm.index import _split_group_size
+from jaxdl.nn.sdm._split import _split_group_size
 from tests.reference import sdm as ref
 
 
