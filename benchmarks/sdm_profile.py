@@ -16,6 +16,7 @@ scheduler and two branch-free variants of the last sort were measured with earli
 script and not kept: benchmarks/RESULTS.md.)
 """
 
+import functools
 import sys
 import time
 
@@ -72,6 +73,11 @@ def main():
         return trace_rows(exemplars, queries, sys.argv[sys.argv.index("--trace") + 1])
     if "--exchange" in sys.argv:  # --exchange DIR: the split route's second exchange, old vs new
         return exchange_rows(exemplars, queries, sys.argv[sys.argv.index("--exchange") + 1])
+    if "--overhead" in sys.argv:  # --overhead DIR: what a call costs besides its kernels
+        return overhead_rows(exemplars, queries, sys.argv[sys.argv.index("--overhead") + 1])
+    if "--owned" in sys.argv:  # --owned DIR BASELINE: the owned exchange against BASELINE's index.py
+        at = sys.argv.index("--owned")
+        return owned_rows(exemplars, queries, sys.argv[at + 1], sys.argv[at + 2])
     truth, torch = _truth(exemplars, queries)
     main_rows(exemplars, queries, truth, torch)
 
@@ -257,6 +263,197 @@ def exchange_rows(exemplars, queries, out_dir):
             for _ in range(3):
                 jax.block_until_ready(fn())
         _gaps(log_dir, name)
+
+
+def owned_rows(exemplars, queries, out_dir, baseline):
+    """Run E: the owned exchange (each device masks and compacts only the chosen groups it holds, in
+    slots for its expected share; the common case queued before the branch) against ``baseline``, a
+    copy of an earlier ``jaxdl/nn/sdm/index.py`` searching the same index in the same process. 1 and
+    2 GPUs (queries on one GPU as made, and placed on both), bf16 and float32, interleaved passes,
+    outputs compared; the torch peer; profiler traces with the gaps between kernels."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("index_before", baseline)
+    before = importlib.util.module_from_spec(spec)
+    sys.modules["index_before"] = before  # its dataclass looks itself up there
+    spec.loader.exec_module(before)
+
+    def search_before(index, queries, k, **options):
+        defaults = dict(query_block_size=None, block_size=None, approximate=False, recall_target=0.95)
+        defaults.update(options)
+        return lambda: before._search(index, queries, None, k=k, **defaults)
+
+    bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
+    placed = None
+    if mesh is not None:
+        placed = jax.device_put(queries, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    calls = {}
+    for k in KS:
+        calls[f"1gpu bf16 k={k} before"] = search_before(bf16, queries, k)
+        calls[f"1gpu bf16 k={k}"] = search(bf16, queries, k, compact=None)
+        if bf16_2 is not None:
+            calls[f"2gpu bf16 k={k} before"] = search_before(bf16_2, queries, k)
+            calls[f"2gpu bf16 k={k}"] = search(bf16_2, queries, k, compact=None)
+            calls[f"2gpu bf16 k={k} before, placed"] = search_before(bf16_2, placed, k)
+            calls[f"2gpu bf16 k={k} placed"] = search(bf16_2, placed, k, compact=None)
+            calls[f"2gpu bf16 k={k} compact, placed"] = search(
+                bf16_2, placed, k, compact=None, exchange="compact"
+            )
+    _interleaved(calls, queries, passes=5)
+    _floors(bf16, bf16_2, queries, placed)
+    for name, fn in calls.items():  # dispatched 10 at a time, one wait: the runtime's latency hidden
+        if "before" not in name and "compact" not in name:
+            _pipelined(name, fn)
+    f32 = build_index(exemplars)
+    f32_calls = {}
+    for k in KS:
+        f32_calls[f"1gpu f32 k={k} refine=16 before"] = search_before(f32, queries, k, refine=16)
+        f32_calls[f"1gpu f32 k={k} refine=16"] = search(f32, queries, k, compact=None, refine=16)
+    if mesh is not None:
+        f32_2 = build_index(exemplars, mesh=mesh)
+        for k in KS:
+            f32_calls[f"2gpu f32 k={k} refine=16 before, placed"] = search_before(f32_2, placed, k, refine=16)
+            f32_calls[f"2gpu f32 k={k} refine=16, placed"] = search(f32_2, placed, k, compact=None, refine=16)
+    _interleaved(f32_calls, queries, passes=2)
+    del f32
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        _torch_peer(torch, queries, exemplars, ("bf16",), rounds=7)
+    traced = [f"1gpu bf16 k={max(KS)}", f"2gpu bf16 k={max(KS)} placed", f"2gpu bf16 k={min(KS)} placed"]
+    for name in traced:
+        if name not in calls:
+            continue
+        log_dir = f"{out_dir}/{name.replace(' ', '_').replace('=', '').replace(',', '')}"
+        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+            for _ in range(3):
+                jax.block_until_ready(calls[name]())
+        _gaps(log_dir, name)
+
+
+def overhead_rows(exemplars, queries, out_dir):
+    """Run E2: the time of a call besides its kernels (about 0.5 ms in run E's traces, 1 and 2 GPUs).
+    The default bf16 search; the same traced with every ``lax.cond`` taking its first branch (not
+    exact in general; here the measured inputs take that branch anyway), so without the branch's
+    read of its predicate to the host; calls dispatched 10 at a time before one wait; a trace of
+    each with the host's events inside the largest gap between two calls (`_host_in_gaps`)."""
+    bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
+    placed = jax.device_put(queries, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    cond = jax.lax.cond
+
+    def first_branch(pred, true_fun, false_fun, *operands):
+        return true_fun(*operands)
+
+    jax.lax.cond = first_branch
+    try:  # traced now, with the patched cond
+        options = dict(query_block_size=None, block_size=None, approximate=False, recall_target=0.95)
+        no_branch = {
+            f"{n}gpu k={k} no branch": jax.jit(functools.partial(index_module._search_impl, k=k, **options))
+            .lower(index, q, None)
+            .compile()
+            for k in KS
+            for n, index, q in ((1, bf16, queries), (2, bf16_2, placed))
+        }
+    finally:
+        jax.lax.cond = cond
+    calls = {}
+    for k in KS:
+        for n, index, q in ((1, bf16, queries), (2, bf16_2, placed)):
+            calls[f"{n}gpu k={k}"] = search(index, q, k, compact=None)
+            compiled, i, qq = no_branch[f"{n}gpu k={k} no branch"], index, q
+            calls[f"{n}gpu k={k} no branch"] = lambda c=compiled, i=i, qq=qq: c(i, qq, None)
+    _interleaved(calls, queries)
+    for name, fn in calls.items():
+        if "no branch" not in name:
+            _pipelined(name, fn)
+    for name in (
+        f"1gpu k={min(KS)}",
+        f"2gpu k={min(KS)}",
+        f"2gpu k={min(KS)} no branch",
+        f"2gpu k={max(KS)}",
+    ):
+        log_dir = f"{out_dir}/{name.replace(' ', '_').replace('=', '')}"
+        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+            for _ in range(3):
+                jax.block_until_ready(calls[name]())
+        _gaps(log_dir, name, top=4)
+        _host_in_gaps(log_dir, name)
+
+
+def _host_in_gaps(log_dir, name, top=25):
+    """The host's events overlapping the largest idle gap of the first device (between two calls),
+    by their time inside it."""
+    loaded = _load_trace(log_dir, f"HOST {name}")
+    if loaded is None:
+        return
+    events, processes = loaded
+    devices = [p for p, n in processes.items() if "GPU" in n.upper() or "DEVICE" in n.upper()]
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("pid") == min(devices, default=None) and e.get("ph") == "X" and "dur" in e)  # fmt: skip
+    if not spans:
+        return
+    gap, end = (0.0, 0.0, 0.0), spans[0][1]
+    for start, stop in spans:
+        if start - end > gap[0]:
+            gap = (start - end, end, start)
+        end = max(end, stop)
+    _, lo, hi = gap
+    print(f"HOST {name}: gap {hi - lo:.1f} us", flush=True)
+    inside = []
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e or e.get("pid") in devices:
+            continue
+        overlap = min(hi, e["ts"] + e["dur"]) - max(lo, e["ts"])
+        if overlap > 0:
+            inside.append((overlap, e["ts"] - lo, e["dur"], e["name"][:90], e.get("tid")))
+    for overlap, offset, dur, event, tid in sorted(inside, reverse=True)[:top]:
+        print(f"HOST   {overlap:8.1f} us in gap (starts {offset:+9.1f} us, {dur:9.1f} us long, tid {tid})  {event}",
+              flush=True)  # fmt: skip
+
+
+def _pipelined(name, fn, calls=10, rounds=5):
+    """Per call, ``calls`` calls dispatched before one wait (median of ``rounds``)."""
+    if jax.default_backend() == "cpu":  # CPU collectives stall when queued
+        return
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        jax.block_until_ready([fn() for _ in range(calls)])
+        times.append((time.perf_counter() - start) / calls)
+    print(f"ROW {name + ' pipelined':44s} median={np.median(times) * 1e3:8.3f}ms", flush=True)
+
+
+def _floors(bf16, bf16_2, queries, placed):
+    """What a call costs without the search, 1 GPU and 2: a jitted ``q + 1`` (the runtime's latency
+    per blocked call), the same over the mesh with one all-reduce, and the bf16 GEMM with its scores
+    written (2 GPUs: each its rows, no collective), blocked and pipelined."""
+    from jax.sharding import PartitionSpec
+
+    def gemm(q, v, norms):
+        return norms + jnp.dot(q.astype(jnp.bfloat16), v.T, preferred_element_type=jnp.float32)
+
+    rows = [("1gpu trivial q + 1", jax.jit(lambda q: q + 1), (queries,)),
+            ("1gpu gemm bf16 + scores", jax.jit(gemm), (queries, bf16.search_vectors, bf16.sq_norms))]  # fmt: skip
+    if bf16_2 is not None:
+        mesh, axis = bf16_2.mesh, bf16_2.axis_name
+        trivial = jax.shard_map(
+            lambda q: jax.lax.psum(q[:1] + 1, axis),
+            mesh=mesh,
+            in_specs=PartitionSpec(),
+            out_specs=PartitionSpec(),
+        )
+        sharded = jax.shard_map(
+            gemm, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axis), PartitionSpec(axis)),
+            out_specs=PartitionSpec(None, axis),
+        )  # fmt: skip
+        rows += [("2gpu trivial q + 1 and a psum", jax.jit(trivial), (placed,)),
+                 ("2gpu gemm bf16 + scores", jax.jit(sharded), (placed, bf16_2.search_vectors, bf16_2.sq_norms))]  # fmt: skip
+    for name, fn, args in rows:
+        timed(f"floor {name}", lambda fn=fn, args=args: fn(*args), rounds=15)
+        _pipelined(f"floor {name}", lambda fn=fn, args=args: fn(*args))
 
 
 def _interleaved(calls, queries, passes=3, rounds=5):

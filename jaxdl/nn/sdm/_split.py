@@ -37,12 +37,12 @@ from jaxdl.nn.sdm._selection import (
 )
 
 
-def _split_group_size(rows: int, num_shards: int, k: int, exchange: str = "compact") -> int | None:
+def _split_group_size(rows: int, num_shards: int, k: int, exchange: str = "owned") -> int | None:
     """The first-level group of `_search_split`, a divisor of one shard's ``rows``, or None (then the
     mesh takes the merge route and one device `smallest_k` on whole rows).
 
     ``"entries"``: `smallest_k`'s power of two for all rows, halved until it divides (None when that
-    shrinks it more than 4x). ``"compact"``: the owners send only the entries under the bound, so the
+    shrinks it more than 4x). ``"owned"`` and ``"compact"``: the owners send only the entries under the bound, so the
     group no longer sets the second exchange's size, and the keep masks cost about as much per entry
     as the minima: sqrt(8 n / k) balances the k g masked entries against the n / g minima (measured
     on an H200 at 1M rows: g = 250 beat 100, 125 and 32 at k = 128), and at least n / ``_DIRECT_MAX``,
@@ -50,7 +50,7 @@ def _split_group_size(rows: int, num_shards: int, k: int, exchange: str = "compa
     32 at k = 2,048); the divisor of ``rows`` nearest to that within a factor of 2, at most 1,024.
     """
     ideal = _group_size(rows * num_shards, k)
-    if exchange != "compact" or ideal == 1:
+    if exchange == "entries" or ideal == 1:
         group = ideal
         while rows % group:
             group //= 2
@@ -80,8 +80,32 @@ def _unpack(packed, layout):
     return out
 
 
+def _capacity(mean: float, std: float, limit: int) -> int:
+    """Slots for a count of about ``mean``: six standard deviations and 8 over it, in multiples of 8,
+    at most ``limit``."""
+    return min(limit, 8 * math.ceil((mean + 6 * std + 8) / 8))
+
+
+def _owned_capacities(n: int, k: int, group: int, num_shards: int) -> tuple[int, int]:
+    """The slots a device gives each query in the owned exchange of `_search_split`: its share of the
+    k chosen groups, and of the entries under the bound.
+
+    For i.i.d. scores a fraction x = k g / n of the groups is chosen and about e = k (-ln(1 - x) / x)
+    entries lie under the bound (k of them the groups' minima; at n = 1M, g = 125: 1.15 k at
+    k = 2,048, 1.02 k at k = 128). With the rows in no particular order each of P devices holds a
+    binomial share of the groups, k / P on average, and about e / P of the entries (their count
+    varies as a Poisson count would).
+    """
+    x = min(k * group / n, 0.99)
+    entries = k * -math.log1p(-x) / x / num_shards
+    groups = k / num_shards
+    return _capacity(groups, math.sqrt(groups * (1 - 1 / num_shards)), k), _capacity(
+        entries, math.sqrt(entries), 2 * k
+    )
+
+
 def _search_split(
-    vectors, sq_norms, queries, exclude, *, axis, k, group, precision, levels, compact, exchange="compact"
+    vectors, sq_norms, queries, exclude, *, axis, k, group, precision, levels, compact, exchange="owned"
 ):
     """Inside ``shard_map`` over ``axis``: exemplars split over devices, the selection split over
     queries; with ``axis=None`` the same selection on one device (the exchanges are the identity).
@@ -94,11 +118,17 @@ def _search_split(
 
     ``exchange``: what the owners send back. ``"entries"``: every entry of the k chosen groups (k *
     group per query, +inf from the devices that do not own a group; the receiver takes the minimum
-    over senders). ``"compact"``: only the entries at or below the query's k-th group minimum (the
-    bound; about k of them, the only ones that can be among the k smallest, see `smallest_k`), in
-    index order, into 2k slots shared by the senders (each device's counts, all-gathered, place its
-    entries after those of the devices before it); when a query has more than 2k such entries (ties
-    at the bound) every device takes the ``"entries"`` exchange instead, agreed from the same counts.
+    over senders). ``"owned"``: only the entries at or below the query's k-th group minimum (the
+    bound; about k of them, the only ones that can be among the k smallest, see `smallest_k`). The
+    selecting device sends each device the bound and the chosen groups it owns (one contiguous run
+    of the sorted list, in slots for its expected share, `_owned_capacities`); each device marks and
+    compacts only those groups' entries under the bound, in index order, into slots for its share
+    of them, and the selecting device sorts the devices' slots side by side. When a query's share
+    overflows its slots on some device (rows stored in an order that puts a query's neighbours on
+    one device, ties at the bound), every device, agreed by one ``pmax``, redoes it with room for
+    all k groups and 2k entries (``"compact"``, the route alone), and past that takes the
+    ``"entries"`` exchange. The work of the common case is queued before the branch that reads the
+    agreement to the host, so the device does not wait for the branch's launches.
     Returns this device's ``B / P`` queries' ``(scores [B / P, k], indices)``.
     """
     rows, num = vectors.shape[0], queries.shape[0]
@@ -111,8 +141,8 @@ def _search_split(
         def gather(x):
             return x
 
-        def stack(x):
-            return x[None]
+        def agree(flag):
+            return flag
     else:
         num_shards, me = jax.lax.psum(1, axis), jax.lax.axis_index(axis)
 
@@ -122,10 +152,10 @@ def _search_split(
         def gather(x):
             return jax.lax.all_gather(x, axis, axis=0, tiled=True)
 
-        def stack(x):
-            return jax.lax.all_gather(x, axis)
+        def agree(flag):
+            return jax.lax.pmax(flag, axis)
 
-    # The GEMM's output stays the one [B, rows] buffer: the branches below gather from it and finish
+    # The GEMM's output stays the one [B, rows] buffer: the routes below gather from it and finish
     # the scores of what they gather (passing finished scores into them would write a second one).
     cross = _cross(vectors, queries, sq_norms.dtype, precision=precision)
 
@@ -148,44 +178,61 @@ def _search_split(
     group_minima, groups = smallest_k(minima, k, levels - 1, compact)
     groups = jnp.sort(groups, axis=1)  # index order, so that top_k's ties go to the lower index
     bound = group_minima[:, -1]
-    if exchange == "entries":
-        wanted = gather(groups) - me * per_shard  # [B, k], local
-    else:
-        packed, layout = _pack((groups, bound))
-        wanted, every_bound = _unpack(gather(packed), layout)
-        wanted = wanted - me * per_shard
-    mine = (wanted >= 0) & (wanted < per_shard)
-    local = jnp.where(mine, wanted, 0)  # groups held elsewhere read group 0 (a cached line), masked
+    mine_queries = num // num_shards
 
     def every_entry(_):
+        wanted = gather(groups) - me * per_shard  # [B, k], local
+        mine = (wanted >= 0) & (wanted < per_shard)
+        local = jnp.where(mine, wanted, 0)  # groups held elsewhere read group 0 (a cached line), masked
         # Each chosen group has one owner: the minimum over the P senders is its entries.
         entries = jnp.where(mine[:, :, None], group_scores(local), jnp.inf).reshape(num, k * group)
         entries = to_owners(entries, 0, 0)
-        entries = jnp.min(entries.reshape(num_shards, num // num_shards, k * group), axis=0)
+        entries = jnp.min(entries.reshape(num_shards, mine_queries, k * group), axis=0)
         vals, position = last_k(entries, bound, k, compact)
         index = jnp.take_along_axis(groups, position // group, axis=1) * group + position % group
         return vals, index.astype(jnp.int32)
 
-    if exchange == "entries":
-        return every_entry(None)
-    bits = keep_bits((group_scores(local) <= every_bound[:, None, None]) & mine[:, :, None])  # [B, k, W]
-    count = jnp.sum(jax.lax.population_count(bits).astype(jnp.int32), axis=(1, 2))  # [B] mine under the bound
-    counts = stack(count)  # [P, B], the same on every device
-    capacity = 2 * k
-    first = jnp.sum(jnp.where(jnp.arange(num_shards)[:, None] < me, counts, 0), axis=0)
-
-    def under_bound(_):
-        valid, slot_group, slot_entry, _ = compact_chosen(bits, first, capacity)
+    def owned(group_slots, entry_slots):
+        """The owned exchange with these slots a query: its result and whether every share fit."""
+        # Per device d, the run of my queries' sorted groups that d owns, in ``group_slots`` slots.
+        device = groups // per_shard
+        counts = jnp.sum(device[:, :, None] == jnp.arange(num_shards), axis=1)  # [B / P, P]
+        starts = jnp.cumsum(counts, axis=1) - counts
+        slot = jnp.arange(group_slots, dtype=jnp.int32)
+        position = jnp.minimum(starts[:, :, None] + slot, k - 1).reshape(mine_queries, -1)
+        run = jnp.take_along_axis(groups, position, axis=1).reshape(mine_queries, num_shards, group_slots)
+        local = run - jnp.arange(num_shards, dtype=jnp.int32)[:, None] * per_shard
+        local = jnp.where(slot < counts[:, :, None], local, -1)  # -1: an empty slot
+        # Per device d, its slots and the bound for my queries, as rows d * B / P + b; to the owners.
+        outgoing = (jnp.swapaxes(local, 0, 1).reshape(num, group_slots), jnp.tile(bound, num_shards))
+        packed, layout = _pack(outgoing)
+        local, every_bound = _unpack(to_owners(packed, 0, 0), layout)  # [B, group_slots], [B]
+        held = local >= 0
+        local = jnp.maximum(local, 0)  # empty slots read group 0 (a cached line), masked
+        under = (group_scores(local) <= every_bound[:, None, None]) & held[:, :, None]
+        bits = keep_bits(under)  # [B, group_slots, W]
+        valid, slot_group, slot_entry, count = compact_chosen(bits, jnp.zeros(num, jnp.int32), entry_slots)
         row = jnp.take_along_axis(local, slot_group, axis=1) * group + slot_entry
         values = jnp.where(valid, scores_at(row), jnp.inf)
         index = jnp.where(valid, me * rows + row, jnp.iinfo(jnp.int32).max)
         packed, layout = _pack((values, index))
-        received = to_owners(packed, 0, 0).reshape(num_shards, num // num_shards, -1)
-        values, index = _unpack(received, layout)  # each slot filled by one sender, +inf elsewhere
-        vals, position = _top_k_smallest(jnp.min(values, axis=0), k)
-        return vals, jnp.take_along_axis(jnp.min(index, axis=0), position, axis=1)
+        received = to_owners(packed, 0, 0).reshape(num_shards, mine_queries, -1)
+        values, index = _unpack(received, layout)  # [P, B / P, entry_slots], the devices in row order
+        values = jnp.swapaxes(values, 0, 1).reshape(mine_queries, -1)
+        index = jnp.swapaxes(index, 0, 1).reshape(mine_queries, -1)
+        vals, position = _top_k_smallest(values, k)
+        # An infinite bound could tie a real entry with an empty slot: such queries take the fallback.
+        overflow = jnp.any(counts > group_slots) | jnp.any(count > entry_slots) | ~jnp.all(bound < jnp.inf)
+        return (vals, jnp.take_along_axis(index, position, axis=1)), agree(overflow.astype(jnp.int32)) == 0
 
-    if capacity >= k * group:
-        return under_bound(None)
-    fits = jnp.all(jnp.sum(counts, axis=0) <= capacity)
-    return jax.lax.cond(fits, under_bound, every_entry, None)
+    if exchange == "entries":
+        return every_entry(None)
+    full = (k, 2 * k)
+    slots = _owned_capacities(rows * num_shards, k, group, num_shards) if exchange == "owned" else full
+
+    def roomier(_):  # room for every chosen group and 2k entries on each device
+        result, fits = owned(*full)
+        return jax.lax.cond(fits, lambda: result, lambda: every_entry(None))
+
+    result, fits = owned(*slots)
+    return jax.lax.cond(fits, lambda: result, lambda: every_entry(None) if slots == full else roomier(None))

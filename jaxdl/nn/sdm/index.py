@@ -427,7 +427,7 @@ def _search_impl(
     levels=2,
     sharded_selection="split",
     compact=None,
-    exchange="compact",
+    exchange="owned",
     split_group=None,
 ):
     """The jitted search. Private knobs for the benchmarks: ``levels``, the depth of the exact
@@ -435,7 +435,7 @@ def _search_impl(
     `smallest_k` takes only the candidates under the k-th group minimum (`top_k_below`; the default
     for k >= `_COMPACT_K`); ``sharded_selection``: "split" (`_search_split`, on one device too) or
     "merge" (`smallest_k` on each device's rows, then a merge of the devices' lists: the one-device
-    route before); ``exchange`` (`_search_split`): "compact" or "entries"; ``split_group``: its
+    route before); ``exchange`` (`_search_split`): "owned", "compact" or "entries"; ``split_group``: its
     first-level group instead of `_split_group_size`'s."""
     vectors = index.vectors if index.search_vectors is None else index.search_vectors
     num_shards = 1 if index.mesh is None else index.mesh.shape[index.axis_name]

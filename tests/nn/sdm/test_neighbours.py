@@ -10,7 +10,7 @@ from jaxdl.nn.sdm import build_index, nearest_neighbours
 from jaxdl.nn.sdm import index as index_module
 from jaxdl.nn.sdm._refine import accurate_sq_distances
 from jaxdl.nn.sdm._selection import _prefix_count, compact_chosen, keep_bits, smallest_k, top_k_below
-from jaxdl.nn.sdm._split import _split_group_size
+from jaxdl.nn.sdm._split import _owned_capacities, _split_group_size
 from tests.reference import sdm as ref
 
 
@@ -255,13 +255,17 @@ def test_refine_restores_the_float64_order():
 
 def test_split_selection_over_eight_devices_with_ties(mesh):
     """9,216 integer points (ties everywhere) on 8 devices and on one: the group-minimum route
-    (`_search_split`, groups of 48 rows: two-word keep masks; its two all-to-alls on 8 devices), against NumPy. Ties at the bound leave one
-    query more entries under it than the 2k slots of the compacted exchange: every device takes the
-    exchange of all the chosen groups' entries instead."""
+    (`_search_split`, groups of 48 rows: two-word keep masks; its exchanges on 8 devices), against
+    NumPy. The first device's rows hold 100 points at distance 1 from the first query, then 200
+    copies of it, all under its bound: slots for the first 2k of them in index order would keep
+    only the farther ones, so every device, after the owned exchange and the one with 2k slots
+    overflow, takes the exchange of all the chosen groups' entries."""
     rng = np.random.default_rng(6)
     exemplars = rng.integers(-5, 6, size=(9216, 3)).astype(np.float32)
     exemplars[100] = exemplars[5000]  # duplicates on different devices
     queries = rng.integers(-5, 6, size=(5, 3)).astype(np.float32)
+    exemplars[:100] = queries[0] + np.array([1, 0, 0], np.float32)  # at distance 1, first in index order
+    exemplars[952:1152] = queries[0]
     exclude = np.array([5000, -1, 3, 9215, 100])
     assert _split_group_size(1152, 8, 20 + 16) == 48 and _split_group_size(1152, 8, 36, "entries") == 16
     assert (_under_bound(queries, exemplars, exclude, 36, 48) > 72).any()  # k = 20 + refine 16
@@ -298,6 +302,26 @@ def test_split_selection_compacts_exactly(mesh):
         )  # fmt: skip
         np.testing.assert_array_equal(idx, expected_idx)
         np.testing.assert_allclose(dist, expected_dist, rtol=1e-6, atol=1e-6)
+
+
+def test_split_selection_when_one_device_holds_the_neighbours():
+    """2 devices, the queries' neighbours all in the first device's rows: its share of the k = 100
+    chosen groups and of the entries under the bound (about -ln(1 - x) / x k = 141 at x = k g / rows
+    = 0.52) overflow the 88 and 112 slots of the owned exchange (sized for rows in no particular
+    order), so both devices redo it with room for all k groups and 2k = 200 entries."""
+    rng = np.random.default_rng(12)
+    exemplars = rng.normal(size=(9216, 3)).astype(np.float32)
+    exemplars[4608:] += 10.0  # the second device's rows, far away
+    queries = rng.normal(size=(6, 3)).astype(np.float32)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("rows",))
+    assert _split_group_size(4608, 2, 100) == 24 and _owned_capacities(9216, 100, 24, 2) == (88, 112)
+    under = _under_bound(queries, exemplars, np.full(6, -1), 100, 24)
+    assert (under > 112).any() and (under <= 200).all()
+    expected_dist, expected_idx = ref.knn(queries, exemplars, 100)
+    for index in (build_index(exemplars, mesh=mesh), build_index(exemplars)):
+        dist, idx = index.search(queries, 100, refine=0)
+        np.testing.assert_array_equal(idx, expected_idx)
+        np.testing.assert_allclose(dist, expected_dist, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("group", [32, 80])
