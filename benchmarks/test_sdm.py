@@ -222,16 +222,22 @@ def test_refine_margin(benchmark, data, truth, indexes, refine, k):
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
-@pytest.mark.parametrize("route", ["split", "split entries", "merge"])
+@pytest.mark.parametrize("route", ["split", "split placed", "split compact", "split entries", "merge"])
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("precision", ["float32", "bf16"])
 def test_sharded_two_devices(benchmark, data, truth, precision, k, route):
-    """2 GPUs: the selection split over queries (the default: the owners send the entries under
-    each query's bound; "split entries": all k * g entries of the chosen groups, the route before)
-    or each device's top-k then a merge. The queries come from one GPU, as ``data`` makes them."""
+    """2 GPUs: the selection split over queries (the default, "split": each device masks only the
+    chosen groups it holds and sends the entries under each query's bound in slots for its expected
+    share; "split compact": the same with room for all k groups and 2k entries, its fallback;
+    "split entries": all k * g entries of the chosen groups, the route before those) or each
+    device's top-k then a merge. The queries come from one GPU, as ``data`` makes them, except in
+    "split placed", where they are on both GPUs before the call (as a model on the mesh makes them)."""
     queries, exemplars = data
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
     index = build_index(exemplars, compute_dtype=jnp.bfloat16 if precision == "bf16" else None, mesh=mesh)
+    if route == "split placed":
+        queries = jax.device_put(queries, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    exchange = {"split compact": "compact", "split entries": "entries"}.get(route, "owned")
     options = {"query_block_size": None, "block_size": None, "approximate": False, "recall_target": 0.95}
     _run(
         benchmark,
@@ -242,7 +248,7 @@ def test_sharded_two_devices(benchmark, data, truth, precision, k, route):
             k=k,
             refine=index_module._default_refine(index),
             sharded_selection=route.split()[0],
-            exchange="entries" if "entries" in route else "compact",
+            exchange=exchange,
             **options,
         ),  # fmt: skip
         group=f"sdm knn k={k} 2 devices",

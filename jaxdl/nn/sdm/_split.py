@@ -194,35 +194,39 @@ def _search_split(
 
     def owned(group_slots, entry_slots):
         """The owned exchange with these slots a query: its result and whether every share fit."""
-        # Per device d, the run of my queries' sorted groups that d owns, in ``group_slots`` slots.
-        device = groups // per_shard
-        counts = jnp.sum(device[:, :, None] == jnp.arange(num_shards), axis=1)  # [B / P, P]
-        starts = jnp.cumsum(counts, axis=1) - counts
-        slot = jnp.arange(group_slots, dtype=jnp.int32)
-        position = jnp.minimum(starts[:, :, None] + slot, k - 1).reshape(mine_queries, -1)
-        run = jnp.take_along_axis(groups, position, axis=1).reshape(mine_queries, num_shards, group_slots)
-        local = run - jnp.arange(num_shards, dtype=jnp.int32)[:, None] * per_shard
-        local = jnp.where(slot < counts[:, :, None], local, -1)  # -1: an empty slot
-        # Per device d, its slots and the bound for my queries, as rows d * B / P + b; to the owners.
-        outgoing = (jnp.swapaxes(local, 0, 1).reshape(num, group_slots), jnp.tile(bound, num_shards))
-        packed, layout = _pack(outgoing)
-        local, every_bound = _unpack(to_owners(packed, 0, 0), layout)  # [B, group_slots], [B]
-        held = local >= 0
-        local = jnp.maximum(local, 0)  # empty slots read group 0 (a cached line), masked
-        under = (group_scores(local) <= every_bound[:, None, None]) & held[:, :, None]
-        bits = keep_bits(under)  # [B, group_slots, W]
+        if axis is None:  # one device holds every chosen group
+            local, every_bound, held, spilled = groups, bound, True, False
+        else:
+            # Per device d, the run of my queries' sorted groups that d owns, in ``group_slots`` slots.
+            device = groups // per_shard
+            counts = jnp.sum(device[:, :, None] == jnp.arange(num_shards), axis=1)  # [B / P, P]
+            starts = jnp.cumsum(counts, axis=1) - counts
+            slot = jnp.arange(group_slots, dtype=jnp.int32)
+            position = jnp.minimum(starts[:, :, None] + slot, k - 1).reshape(mine_queries, -1)
+            run = jnp.take_along_axis(groups, position, axis=1).reshape(mine_queries, num_shards, group_slots)
+            local = run - jnp.arange(num_shards, dtype=jnp.int32)[:, None] * per_shard
+            local = jnp.where(slot < counts[:, :, None], local, -1)  # -1: an empty slot
+            # Per device d, its slots and the bound for my queries, as rows d * B / P + b; to the owners.
+            outgoing = (jnp.swapaxes(local, 0, 1).reshape(num, group_slots), jnp.tile(bound, num_shards))
+            packed, layout = _pack(outgoing)
+            local, every_bound = _unpack(to_owners(packed, 0, 0), layout)  # [B, group_slots], [B]
+            held = (local >= 0)[:, :, None]
+            local = jnp.maximum(local, 0)  # empty slots read group 0 (a cached line), masked
+            spilled = jnp.any(counts > group_slots)
+        bits = keep_bits((group_scores(local) <= every_bound[:, None, None]) & held)  # [B, group_slots, W]
         valid, slot_group, slot_entry, count = compact_chosen(bits, jnp.zeros(num, jnp.int32), entry_slots)
         row = jnp.take_along_axis(local, slot_group, axis=1) * group + slot_entry
         values = jnp.where(valid, scores_at(row), jnp.inf)
         index = jnp.where(valid, me * rows + row, jnp.iinfo(jnp.int32).max)
-        packed, layout = _pack((values, index))
-        received = to_owners(packed, 0, 0).reshape(num_shards, mine_queries, -1)
-        values, index = _unpack(received, layout)  # [P, B / P, entry_slots], the devices in row order
-        values = jnp.swapaxes(values, 0, 1).reshape(mine_queries, -1)
-        index = jnp.swapaxes(index, 0, 1).reshape(mine_queries, -1)
+        if axis is not None:  # to the selecting devices: [P, B / P, entry_slots], side by side in row order
+            packed, layout = _pack((values, index))
+            received = to_owners(packed, 0, 0).reshape(num_shards, mine_queries, -1)
+            values, index = (
+                jnp.swapaxes(a, 0, 1).reshape(mine_queries, -1) for a in _unpack(received, layout)
+            )
         vals, position = _top_k_smallest(values, k)
         # An infinite bound could tie a real entry with an empty slot: such queries take the fallback.
-        overflow = jnp.any(counts > group_slots) | jnp.any(count > entry_slots) | ~jnp.all(bound < jnp.inf)
+        overflow = spilled | jnp.any(count > entry_slots) | ~jnp.all(bound < jnp.inf)
         return (vals, jnp.take_along_axis(index, position, axis=1)), agree(overflow.astype(jnp.int32)) == 0
 
     if exchange == "entries":
