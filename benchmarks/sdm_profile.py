@@ -1,6 +1,7 @@
 """Where the time of the SDM kNN goes, on 1 and 2 GPUs, in one process (issue #17).
 
-    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small] [--trace DIR]
+    PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small]
+        [--trace DIR | --owned DIR BEFORE_INDEX_PY | --overhead DIR]
 
 Times (median of 5, after a first call whose time includes compilation), against the same arrays:
 the bf16 GEMM alone and with the scores written out (the floors); the search on one GPU with and
@@ -11,9 +12,10 @@ float32 (``refine=16``), TF32 and bf16 + ``refine=64`` with their recall against
 accurate distance's error against float64; `SDMHead.predict` against the kNN alone, with its parts
 (the adaptor; the jitted function without the host-side input checks; the same with the epilogue
 of before: q by ``cumprod``, ``searchsorted`` by a while loop); torch ``mm`` + ``topk`` as the
-peer. Prints one ``ROW`` line per measurement. (Query chunks of one program, XLA's latency-hiding
-scheduler and two branch-free variants of the last sort were measured with earlier versions of this
-script and not kept: benchmarks/RESULTS.md.)
+peer. Prints one ``ROW`` line per measurement. The flags run one section instead (`trace_rows`,
+`owned_rows`: run E, `overhead_rows`: run E2). (Query chunks of one program, XLA's latency-hiding
+scheduler, two branch-free variants of the last sort and run D's exchanges were measured with
+earlier versions of this script: benchmarks/RESULTS.md.)
 """
 
 import functools
@@ -71,8 +73,6 @@ def main():
     queries = jax.random.normal(key_q, (B, M), jnp.float32)
     if "--trace" in sys.argv:  # --trace DIR: the default bf16 rows and a profiler trace only
         return trace_rows(exemplars, queries, sys.argv[sys.argv.index("--trace") + 1])
-    if "--exchange" in sys.argv:  # --exchange DIR: the split route's second exchange, old vs new
-        return exchange_rows(exemplars, queries, sys.argv[sys.argv.index("--exchange") + 1])
     if "--overhead" in sys.argv:  # --overhead DIR: what a call costs besides its kernels
         return overhead_rows(exemplars, queries, sys.argv[sys.argv.index("--overhead") + 1])
     if "--owned" in sys.argv:  # --owned DIR BASELINE: the owned exchange against BASELINE's index.py
@@ -197,72 +197,6 @@ def trace_rows(exemplars, queries, out_dir):
     for name, fn in calls.items():
         timed(f"default bf16 {name}", fn)
     _trace(calls, out_dir)
-
-
-def exchange_rows(exemplars, queries, out_dir):
-    """Run D: 1 GPU against 2. One GPU: the default (the split route on one device: the entries
-    under the bound compacted by gathers) and "before" (`smallest_k` with `top_k_below`). Two GPUs:
-    the split route's second exchange ``"entries"`` (all k x group entries, the route before) and
-    the default (those under the bound), with the queries on one GPU as made and "placed" on both.
-    bf16 and float32, timed in interleaved passes (median of all rounds, and each pass's median, to
-    show the drift), outputs compared; `SDMHead.predict` (`predict_rows`); the torch peer; then
-    profiler traces of the bf16 rows with the gaps between kernels (`_gaps`)."""
-    bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
-    placed = None
-    if (
-        mesh is not None
-    ):  # the queries on both devices, as the exemplars (and as a model on the mesh makes them)
-        placed = jax.device_put(queries, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    calls = {}
-    for k in KS:
-        calls[f"1gpu bf16 k={k}"] = search(bf16, queries, k, compact=None)
-        calls[f"1gpu bf16 k={k} before"] = search(bf16, queries, k, compact=None, sharded_selection="merge")
-        groups = (32,) if k == max(KS) else (32, 125)  # the default: 125 at k = 2,048, 250 at 128
-        for group in groups:
-            calls[f"1gpu bf16 k={k} g={group}"] = search(bf16, queries, k, compact=None, split_group=group)
-        if bf16_2 is not None:
-            calls[f"2gpu bf16 k={k} entries"] = search(bf16_2, queries, k, compact=None, exchange="entries")
-            calls[f"2gpu bf16 k={k}"] = search(bf16_2, queries, k, compact=None)
-            calls[f"2gpu bf16 k={k} entries, placed"] = search(
-                bf16_2, placed, k, compact=None, exchange="entries"
-            )
-            calls[f"2gpu bf16 k={k} placed"] = search(bf16_2, placed, k, compact=None)
-            for group in groups:
-                calls[f"2gpu bf16 k={k} g={group}, placed"] = search(
-                    bf16_2, placed, k, compact=None, split_group=group
-                )
-    _interleaved(calls, queries)
-    f32 = build_index(exemplars)
-    f32_calls = {}
-    for k in KS:
-        f32_calls[f"1gpu f32 k={k} refine=16"] = search(f32, queries, k, compact=None, refine=16)
-        f32_calls[f"1gpu f32 k={k} refine=16 before"] = search(
-            f32, queries, k, compact=None, refine=16, sharded_selection="merge"
-        )
-    if mesh is not None:
-        f32_2 = build_index(exemplars, mesh=mesh)
-        for k in KS:
-            for exchange in ("entries", "compact"):
-                f32_calls[f"2gpu f32 k={k} {exchange} refine=16"] = search(
-                    f32_2, queries, k, compact=None, refine=16, exchange=exchange
-                )
-            f32_calls[f"2gpu f32 k={k} refine=16, placed"] = search(f32_2, placed, k, compact=None, refine=16)
-    _interleaved(f32_calls, queries, passes=2)
-    predict_rows(exemplars, f32, max(KS))
-    del f32
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        _torch_peer(torch, queries, exemplars, ("bf16",), rounds=7)
-    traced = {name: fn for name, fn in calls.items() if "g=" not in name and "entries" not in name}
-    for name, fn in traced.items():
-        log_dir = f"{out_dir}/{name.replace(' ', '_').replace('=', '')}"
-        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-            for _ in range(3):
-                jax.block_until_ready(fn())
-        _gaps(log_dir, name)
 
 
 def owned_rows(exemplars, queries, out_dir, baseline):

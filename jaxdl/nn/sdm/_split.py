@@ -1,23 +1,28 @@
 """The exact selection of the index (`index.ExemplarIndex.search`), on one device or split over a mesh.
 
-`_search_split`, on one device or many: the minima of groups of g rows, the k
-groups with the smallest minima, then only the entries of those groups at or below the k-th minimum
-(about k of the k·g), compacted by gathers and sorted. Over a mesh the exemplar rows are split over
-the devices and the selection over the queries: each device scores all queries against its rows,
-the group minima go by an all-to-all to the device selecting for those queries, and the owners of
-the chosen groups send back only their entries under each query's bound (before: all k·g, +inf
-where they did not own the group). On an H200 at 1,024 x 1M x 1,000 (bf16 products) one GPU
-searches in 7.0 ms at k = 2,048 (8.7 ms with `smallest_k` and its scatter compaction; the bf16 GEMM
-with its scores written takes 3.8 ms) and 5.3 ms at k = 128 (6.5 ms). Two GPUs take 4.2 / 3.05 ms
-with the queries already on both (1.67x / 1.73x one GPU) and 4.5 / 3.25 ms with the queries on one
-(1.58x / 1.63x): below 1.8x at bf16, where what does not halve (~0.7 ms a call at k = 2,048: the
-keep masks every device computes for all queries ~0.2 ms, the exchanges ~0.3 ms, launches, branch
-reads and the 2-device dispatch ~0.2 ms) weighs against ~3.5 ms of halved work; float32
-(``refine=16``) is 1.88-1.89x. The per-device top-k and merge route measured 1.17-1.35x. Query
-chunks in one program, with or without XLA's latency-hiding scheduler, did not hide the all-to-alls,
-and the last sorts without the compaction branch's flag read to the host were slower, not faster:
-measured and not kept (benchmarks/RESULTS.md, runs A-D). The search is one jitted function per
-(index layout, shapes, options): repeated calls compile nothing, eagerly or inside a user's ``jit``.
+`_search_split`: the minima of groups of g rows, the k groups with the smallest minima, then only
+the entries of those groups at or below the k-th minimum (about k of the k·g), compacted by gathers
+and sorted. Over a mesh the exemplar rows are split over the devices and the selection over the
+queries: each device scores all queries against its rows, the group minima go by an all-to-all to
+the device selecting for those queries, which sends each device the chosen groups it holds; each
+device masks and compacts only those groups' entries under the bound and sends them back (the owned
+exchange, `_owned_capacities`).
+
+Measured on H200s at 1,024 x 1M x 1,000 (bf16 products; benchmarks/RESULTS.md, run E): one GPU
+searches in 7.0-7.2 ms at k = 2,048 and 5.6-5.7 ms at k = 128 (0.29x / 0.24x torch ``mm`` +
+``topk``; the bf16 GEMM with its scores written takes 3.9 ms). Two GPUs, the queries already on
+both, take 3.9-4.1 / 3.2-3.4 ms, 1.71-1.80x / 1.63-1.78x one GPU per blocked call (the route
+before the owned exchange: 1.58-1.66x / 1.64-1.69x, its keep masks computed for all k groups on
+every device), 1.82-1.87x / 1.74-1.79x with 10 calls queued a wait, and 1.9-1.98x in kernel time.
+A blocked call also pays 0.55-0.95 ms between two calls' kernels (the wait's wake-up, the next
+dispatch), on one GPU as on two, which does not halve: the sharded bf16 GEMM alone, with no
+selection, scales 1.48-1.70x per blocked call in the same runs. float32 (``refine=16``) scales 1.88-1.97x. The per-device top-k and merge route
+measured 1.17-1.35x. Query chunks in one program, with or without XLA's latency-hiding scheduler,
+did not hide the all-to-alls; the last sorts without the compaction branch's read of its flag to
+the host were slower, not faster, and so was no branch at all; command buffers with conditional
+nodes (an XLA flag) gained nothing clear: measured and not kept (runs A-E). The search is one jitted
+function per (index layout, shapes, options): repeated calls compile nothing, eagerly or inside a
+user's ``jit``.
 """
 
 import math

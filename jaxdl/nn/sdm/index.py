@@ -16,7 +16,7 @@ selects the k smallest exactly by group minima (`_split._search_split`, built on
 ``lax.top_k`` sorts whole rows on GPUs), adds ||q||^2 to the k survivors only, and re-ranks the
 candidates around the k-th by an accurate distance (``refine``, `_refine.py`), so the float32 exact
 mode matches a float64 brute force. `_search_split`'s module says how the selection splits over a
-mesh and what it measured (benchmarks/RESULTS.md, runs A-D). The search is one jitted function per
+mesh and what it measured (benchmarks/RESULTS.md, runs A-E). The search is one jitted function per
 (index layout, shapes, options): repeated calls compile nothing, eagerly or inside a user's ``jit``.
 """
 
