@@ -1,7 +1,7 @@
 """Where the time of the SDM kNN goes, on 1 and 2 GPUs, in one process (issue #17).
 
     PYTHONUNBUFFERED=1 python benchmarks/sdm_profile.py [--small]
-        [--trace DIR | --owned DIR BEFORE_INDEX_PY | --overhead DIR]
+        [--trace DIR | --owned DIR BEFORE_INDEX_PY | --overhead DIR | --latency]
 
 Times (median of 5, after a first call whose time includes compilation), against the same arrays:
 the bf16 GEMM alone and with the scores written out (the floors); the search on one GPU with and
@@ -13,7 +13,7 @@ accurate distance's error against float64; `SDMHead.predict` against the kNN alo
 (the adaptor; the jitted function without the host-side input checks; the same with the epilogue
 of before: q by ``cumprod``, ``searchsorted`` by a while loop); torch ``mm`` + ``topk`` as the
 peer. Prints one ``ROW`` line per measurement. The flags run one section instead (`trace_rows`,
-`owned_rows`: run E, `overhead_rows`: run E2). (Query chunks of one program, XLA's latency-hiding
+`owned_rows`: run E, `overhead_rows`: run E2, `latency_rows`: run E5). (Query chunks of one program, XLA's latency-hiding
 scheduler, two branch-free variants of the last sort and run D's exchanges were measured with
 earlier versions of this script: benchmarks/RESULTS.md.)
 """
@@ -73,6 +73,8 @@ def main():
     queries = jax.random.normal(key_q, (B, M), jnp.float32)
     if "--trace" in sys.argv:  # --trace DIR: the default bf16 rows and a profiler trace only
         return trace_rows(exemplars, queries, sys.argv[sys.argv.index("--trace") + 1])
+    if "--latency" in sys.argv:  # --latency: blocked against queued calls, program by program
+        return latency_rows(exemplars, queries)
     if "--overhead" in sys.argv:  # --overhead DIR: what a call costs besides its kernels
         return overhead_rows(exemplars, queries, sys.argv[sys.argv.index("--overhead") + 1])
     if "--owned" in sys.argv:  # --owned DIR BASELINE: the owned exchange against BASELINE's index.py
@@ -314,6 +316,58 @@ def overhead_rows(exemplars, queries, out_dir):
                 jax.block_until_ready(calls[name]())
         _gaps(log_dir, name, top=4)
         _host_in_gaps(log_dir, name)
+
+
+def latency_rows(exemplars, queries):
+    """Run E5: which part of the search makes a blocked call cost more than a queued one. At the
+    smaller k, 1 and 2 GPUs (queries placed), each program blocked and queued (`_pipelined`): the
+    bf16 GEMM with its scores written; the same reduced to the group minima; and their top-k; the
+    search with every ``lax.cond`` taking its first branch (both k); the search (both k)."""
+    from jax.sharding import PartitionSpec
+
+    bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
+    placed = jax.device_put(queries, jax.sharding.NamedSharding(mesh, PartitionSpec()))
+    k = min(KS)
+    options = dict(query_block_size=None, block_size=None, approximate=False, recall_target=0.95)
+    cond = jax.lax.cond
+    jax.lax.cond = lambda pred, true_fun, false_fun, *operands: true_fun(*operands)
+    try:  # traced and cached now, with the patched cond; later calls take jit's C++ fast path
+        no_branch = {}
+        for kk in KS:
+            for n, i, q in ((1, bf16, queries), (2, bf16_2, placed)):
+                fn = jax.jit(functools.partial(index_module._search_impl, k=kk, **options))
+                jax.block_until_ready(fn(i, q, None))
+                no_branch[n, kk] = functools.partial(fn, i, q, None)
+    finally:
+        jax.lax.cond = cond
+    group = index_module._split_group_size(N // 2, 2, k)
+
+    def parts(q, v, norms, stage):
+        scores = norms + jnp.dot(q.astype(jnp.bfloat16), v.T, preferred_element_type=jnp.float32)
+        if stage == "scores":
+            return scores
+        minima = jnp.min(scores.reshape(q.shape[0], -1, group), axis=2)
+        return minima if stage == "minima" else jax.lax.top_k(-minima, k)
+
+    calls = {}
+    for stage in ("scores", "minima", "minima top-k"):
+        one = jax.jit(functools.partial(parts, stage=stage))
+        calls[f"1gpu gemm + {stage}"] = lambda f=one: f(queries, bf16.search_vectors, bf16.sq_norms)
+        two = jax.jit(
+            jax.shard_map(
+                functools.partial(parts, stage=stage), mesh=mesh, check_vma=False,
+                in_specs=(PartitionSpec(), PartitionSpec("data"), PartitionSpec("data")),
+                out_specs=PartitionSpec(None, "data") if stage != "minima top-k" else PartitionSpec("data"),
+            )
+        )  # fmt: skip
+        calls[f"2gpu gemm + {stage}"] = lambda f=two: f(placed, bf16_2.search_vectors, bf16_2.sq_norms)
+    for kk in KS:
+        for n, i, q in ((1, bf16, queries), (2, bf16_2, placed)):
+            calls[f"{n}gpu search k={kk}, no branch"] = no_branch[n, kk]
+            calls[f"{n}gpu search k={kk}"] = search(i, q, kk, compact=None)
+    for name, fn in calls.items():
+        timed(name, fn, rounds=15)
+        _pipelined(name, fn)
 
 
 def _host_in_gaps(log_dir, name, top=25):

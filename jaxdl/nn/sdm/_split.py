@@ -11,16 +11,18 @@ exchange, `_owned_capacities`).
 Measured on H200s at 1,024 x 1M x 1,000 (bf16 products; benchmarks/RESULTS.md, run E): one GPU
 searches in 7.0-7.2 ms at k = 2,048 and 5.6-5.7 ms at k = 128 (0.29x / 0.24x torch ``mm`` +
 ``topk``; the bf16 GEMM with its scores written takes 3.9 ms). Two GPUs, the queries already on
-both, take 3.9-4.1 / 3.2-3.4 ms, 1.71-1.80x / 1.63-1.78x one GPU per blocked call (the route
+both, take 3.9-4.1 / 3.1-3.4 ms, 1.71-1.90x / 1.63-1.78x one GPU per blocked call (the route
 before the owned exchange: 1.58-1.66x / 1.64-1.69x, its keep masks computed for all k groups on
-every device), 1.82-1.87x / 1.74-1.79x with 10 calls queued a wait, and 1.9-1.98x in kernel time.
+every device), 1.82-1.87x / 1.74-1.83x with 10 calls queued a wait, and 1.9-1.98x in kernel time.
 A blocked call also pays 0.55-0.95 ms between two calls' kernels (the wait's wake-up, the next
 dispatch), on one GPU as on two, which does not halve: the sharded bf16 GEMM alone, with no
 selection, scales 1.48-1.70x per blocked call in the same runs. float32 (``refine=16``) scales 1.88-1.97x. The per-device top-k and merge route
 measured 1.17-1.35x. Query chunks in one program, with or without XLA's latency-hiding scheduler,
 did not hide the all-to-alls; the last sorts without the compaction branch's read of its flag to
-the host were slower, not faster, and so was no branch at all; command buffers with conditional
-nodes (an XLA flag) gained nothing clear: measured and not kept (runs A-E). The search is one jitted
+the host were slower, not faster. The branch to the fallbacks costs nothing measurable per blocked
+call, but it keeps the host from queueing the next call until its predicate is read back (0.3 ms a
+queued call on 2 GPUs; without it 1.94-1.98x); command buffers with conditional nodes (an XLA flag)
+gained nothing clear (runs A-E). The search is one jitted
 function per (index layout, shapes, options): repeated calls compile nothing, eagerly or inside a
 user's ``jit``.
 """
