@@ -16,7 +16,7 @@ before the owned exchange: 1.58-1.66x / 1.64-1.69x, its keep masks computed for 
 every device), 1.82-1.87x / 1.74-1.83x with 10 calls queued a wait, and 1.9-1.98x in kernel time.
 A blocked call also pays 0.55-0.95 ms between two calls' kernels (the wait's wake-up, the next
 dispatch), on one GPU as on two, which does not halve: the sharded bf16 GEMM alone, with no
-selection, scales 1.48-1.70x per blocked call in the same runs. float32 (``refine=16``) scales 1.88-1.97x. The per-device top-k and merge route
+selection, scales 1.48-1.87x per blocked call in the same runs. float32 (``refine=16``) scales 1.88-1.97x. The per-device top-k and merge route
 measured 1.17-1.35x. Query chunks in one program, with or without XLA's latency-hiding scheduler,
 did not hide the all-to-alls; the last sorts without the compaction branch's read of its flag to
 the host were slower, not faster. The branch to the fallbacks costs nothing measurable per blocked
