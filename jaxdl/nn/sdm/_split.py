@@ -49,9 +49,9 @@ def _split_group_size(rows: int, num_shards: int, k: int, exchange: str = "owned
     mesh takes the merge route and one device `smallest_k` on whole rows).
 
     ``"entries"``: `smallest_k`'s power of two for all rows, halved until it divides (None when that
-    shrinks it more than 4x). ``"owned"`` and ``"compact"``: the owners send only the entries under the bound, so the
-    group no longer sets the second exchange's size, and the keep masks cost about as much per entry
-    as the minima: sqrt(8 n / k) balances the k g masked entries against the n / g minima (measured
+    shrinks it more than 4x). ``"owned"`` and ``"compact"``: the owners send only the entries under
+    the bound, so the group no longer sets the second exchange's size, and the keep masks cost about
+    as much per entry as the minima: sqrt(8 n / k) balances the k g masked entries against the n / g minima (measured
     on an H200 at 1M rows: g = 250 beat 100, 125 and 32 at k = 128), and at least n / ``_DIRECT_MAX``,
     so that the minima are one direct sort (no second level with its host-read branch: g = 125 beat
     32 at k = 2,048); the divisor of ``rows`` nearest to that within a factor of 2, at most 1,024.
@@ -187,7 +187,7 @@ def _search_split(
     bound = group_minima[:, -1]
     mine_queries = num // num_shards
 
-    def every_entry(_):
+    def every_entry():
         wanted = gather(groups) - me * per_shard  # [B, k], local
         mine = (wanted >= 0) & (wanted < per_shard)
         local = jnp.where(mine, wanted, 0)  # groups held elsewhere read group 0 (a cached line), masked
@@ -236,14 +236,14 @@ def _search_split(
         overflow = spilled | jnp.any(count > entry_slots) | ~jnp.all(bound < jnp.inf)
         return (vals, jnp.take_along_axis(index, position, axis=1)), agree(overflow.astype(jnp.int32)) == 0
 
+    def first_fit(ladder):  # the owned exchange with the first slots that fit, else every entry
+        result, fits = owned(*ladder[0])
+        return jax.lax.cond(
+            fits, lambda: result, lambda: first_fit(ladder[1:]) if ladder[1:] else every_entry()
+        )
+
     if exchange == "entries":
-        return every_entry(None)
-    full = (k, 2 * k)
+        return every_entry()
+    full = (k, 2 * k)  # room for every chosen group and 2k entries on each device
     slots = _owned_capacities(rows * num_shards, k, group, num_shards) if exchange == "owned" else full
-
-    def roomier(_):  # room for every chosen group and 2k entries on each device
-        result, fits = owned(*full)
-        return jax.lax.cond(fits, lambda: result, lambda: every_entry(None))
-
-    result, fits = owned(*slots)
-    return jax.lax.cond(fits, lambda: result, lambda: every_entry(None) if slots == full else roomier(None))
+    return first_fit([slots, full] if slots != full else [full])
