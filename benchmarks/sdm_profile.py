@@ -271,35 +271,16 @@ def owned_rows(exemplars, queries, out_dir, baseline):
 
 def overhead_rows(exemplars, queries, out_dir):
     """Run E2: the time of a call besides its kernels (about 0.5 ms in run E's traces, 1 and 2 GPUs).
-    The default bf16 search; the same traced with every ``lax.cond`` taking its first branch (not
-    exact in general; here the measured inputs take that branch anyway), so without the branch's
-    read of its predicate to the host; calls dispatched 10 at a time before one wait; a trace of
+    The default bf16 search; the same without its branch (`_without_branch`; in run E2 itself it
+    went through ``Compiled.__call__``, a slower dispatch); calls dispatched 10 at a time before one wait; a trace of
     each with the host's events inside the largest gap between two calls (`_host_in_gaps`)."""
     bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
     placed = jax.device_put(queries, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    cond = jax.lax.cond
-
-    def first_branch(pred, true_fun, false_fun, *operands):
-        return true_fun(*operands)
-
-    jax.lax.cond = first_branch
-    try:  # traced now, with the patched cond
-        options = dict(query_block_size=None, block_size=None, approximate=False, recall_target=0.95)
-        no_branch = {
-            f"{n}gpu k={k} no branch": jax.jit(functools.partial(index_module._search_impl, k=k, **options))
-            .lower(index, q, None)
-            .compile()
-            for k in KS
-            for n, index, q in ((1, bf16, queries), (2, bf16_2, placed))
-        }
-    finally:
-        jax.lax.cond = cond
     calls = {}
     for k in KS:
         for n, index, q in ((1, bf16, queries), (2, bf16_2, placed)):
             calls[f"{n}gpu k={k}"] = search(index, q, k, compact=None)
-            compiled, i, qq = no_branch[f"{n}gpu k={k} no branch"], index, q
-            calls[f"{n}gpu k={k} no branch"] = lambda c=compiled, i=i, qq=qq: c(i, qq, None)
+            calls[f"{n}gpu k={k} no branch"] = _without_branch(index, q, k)
     _interleaved(calls, queries)
     for name, fn in calls.items():
         if "no branch" not in name:
@@ -322,24 +303,12 @@ def latency_rows(exemplars, queries):
     """Run E5: which part of the search makes a blocked call cost more than a queued one. At the
     smaller k, 1 and 2 GPUs (queries placed), each program blocked and queued (`_pipelined`): the
     bf16 GEMM with its scores written; the same reduced to the group minima; and their top-k; the
-    search with every ``lax.cond`` taking its first branch (both k); the search (both k)."""
+    search without its branch (`_without_branch`, both k); the search (both k)."""
     from jax.sharding import PartitionSpec
 
     bf16, bf16_2, mesh = _bf16_indexes(exemplars, queries)
     placed = jax.device_put(queries, jax.sharding.NamedSharding(mesh, PartitionSpec()))
     k = min(KS)
-    options = dict(query_block_size=None, block_size=None, approximate=False, recall_target=0.95)
-    cond = jax.lax.cond
-    jax.lax.cond = lambda pred, true_fun, false_fun, *operands: true_fun(*operands)
-    try:  # traced and cached now, with the patched cond; later calls take jit's C++ fast path
-        no_branch = {}
-        for kk in KS:
-            for n, i, q in ((1, bf16, queries), (2, bf16_2, placed)):
-                fn = jax.jit(functools.partial(index_module._search_impl, k=kk, **options))
-                jax.block_until_ready(fn(i, q, None))
-                no_branch[n, kk] = functools.partial(fn, i, q, None)
-    finally:
-        jax.lax.cond = cond
     group = index_module._split_group_size(N // 2, 2, k)
 
     def parts(q, v, norms, stage):
@@ -363,11 +332,30 @@ def latency_rows(exemplars, queries):
         calls[f"2gpu gemm + {stage}"] = lambda f=two: f(placed, bf16_2.search_vectors, bf16_2.sq_norms)
     for kk in KS:
         for n, i, q in ((1, bf16, queries), (2, bf16_2, placed)):
-            calls[f"{n}gpu search k={kk}, no branch"] = no_branch[n, kk]
+            calls[f"{n}gpu search k={kk}, no branch"] = _without_branch(i, q, kk)
             calls[f"{n}gpu search k={kk}"] = search(i, q, kk, compact=None)
     for name, fn in calls.items():
         timed(name, fn, rounds=15)
         _pipelined(name, fn)
+
+
+def _without_branch(index, queries, k):
+    """The search traced with every ``lax.cond`` taking its first branch (exact only for inputs that
+    take it), so with no read of a predicate to the host: traced and cached in the first call, under
+    the patch; later calls take jit's C++ fast path, as the search's own calls do."""
+    fn = jax.jit(
+        functools.partial(
+            index_module._search_impl, k=k, query_block_size=None, block_size=None, approximate=False,
+            recall_target=0.95,
+        )
+    )  # fmt: skip
+    cond = jax.lax.cond
+    jax.lax.cond = lambda pred, true_fun, false_fun, *operands: true_fun(*operands)
+    try:
+        jax.block_until_ready(fn(index, queries, None))
+    finally:
+        jax.lax.cond = cond
+    return functools.partial(fn, index, queries, None)
 
 
 def _host_in_gaps(log_dir, name, top=25):
